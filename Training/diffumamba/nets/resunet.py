@@ -1,0 +1,76 @@
+"""Plain residual U-Net (no Mamba): the baseline, and the base class of UMambaBot and Diff-UMamba."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import init_he
+from .config import NetworkConfig
+from .decoder import ResidualDecoder
+from .encoder import ResidualEncoder
+
+__all__ = ["ResUNet"]
+
+
+class ResUNet(nn.Module):
+    """Residual encoder-decoder of UMambaBot / Diff-UMamba with an identity bottleneck.
+
+    Subclasses replace ``bottleneck``; everything else (encoder, decoder, block counts, heads, He
+    init) is shared so the three networks differ only where the papers say they do.
+
+    Inputs of any size are accepted: they are zero-padded at the far end of each axis to a multiple of
+    the total stride and the logits are cropped back (level ``i`` of deep supervision has size
+    ``ceil(size / stride_i)``). Sliding-window inference with a planned patch never needs the padding.
+
+    Args:
+        config: the network description; ``config.network`` is not checked here so subclasses share it.
+    """
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ResidualEncoder(config)
+        self.build_bottleneck(config)
+        self.decoder = ResidualDecoder(config)
+        self.apply(init_he)
+
+    def build_bottleneck(self, config: NetworkConfig) -> None:
+        """Create the modules of the bottleneck (none for the plain U-Net)."""
+
+    def bottleneck(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The new bottleneck features, given every encoder stage's output."""
+        return skips[-1]
+
+    def forward(self, x: torch.Tensor):
+        expected = 2 + self.config.spatial_dims
+        if x.dim() != expected or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"{type(self).__name__} expects (batch, {self.config.in_channels}, "
+                             f"{'D, H, W' if expected == 5 else 'H, W'}), got {tuple(x.shape)}")
+        size = x.shape[2:]
+        divisor = self.config.size_divisor()
+        pad = [(-n) % d for n, d in zip(size, divisor)]
+        if any(pad):
+            x = F.pad(x, [p for axis_pad in reversed(pad) for p in (0, axis_pad)])
+        skips = self.encoder(x)
+        skips[-1] = self.bottleneck(skips)
+        logits = self.decoder(skips)
+        if not any(pad):
+            return logits
+        if not self.config.deep_supervision:
+            return _crop(logits, size)
+        strides, scale, cropped = self.config.strides, [1] * len(size), []
+        for level, out in enumerate(logits):
+            scale = [a * b for a, b in zip(scale, strides[level])]
+            cropped.append(_crop(out, [math.ceil(n / s) for n, s in zip(size, scale)]))
+        return cropped
+
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _crop(x: torch.Tensor, size) -> torch.Tensor:
+    return x[(..., *[slice(0, n) for n in size])]

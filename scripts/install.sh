@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create ./.venv (if missing) and install the diffumamba package with its test and benchmark extras.
+# TORCH_SPEC chooses the PyTorch build: the default pins the CPU build CI uses; on a workstation with
+# a GPU, set e.g. TORCH_SPEC="torch>=2.1" (and `pip install ./Training[cuda]` for mamba-ssm's kernels).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+.venv/bin/python -m pip install --quiet -e "./Training[test,bench]"
+.venv/bin/diffumamba info
