@@ -1,12 +1,14 @@
 """Network benchmark: training-step time (forward + backward) and peak memory of ResUNet, UMambaBot
 and DiffUMamba on 3D patches, with the ratio to ResUNet measured in the same run.
 
-Each (network, patch) is measured in a fresh subprocess so that its peak resident memory is its own.
-The networks are the 6-stage isotropic 3D configuration (features 32..320, 3x3x3 kernels, stride 2),
-deep supervision on, batch 2; time is the median of ``--runs`` steps after ``--warmup`` steps.
+Each (network, patch) is measured in fresh subprocesses so that its peak resident memory is its own,
+``--rounds`` times in rotated order (the first process after a large one was seen to run up to 10%
+slower, which a fixed order would charge to the same network every time). The networks are the
+6-stage isotropic 3D configuration (features 32..320, 3x3x3 kernels, stride 2), deep supervision on,
+batch 2; time is the median of all timed steps.
 
     python bench/networks.py                          # patches 64 and 96, CPU, 2 threads
-    python bench/networks.py --sizes 64 --runs 3      # quicker
+    python bench/networks.py --sizes 64 --rounds 1    # quicker
     python bench/networks.py --device cuda --threads 16
     python bench/networks.py --networks resunet diffumamba diffumamba-literal-nrm   # NRM design check
 """
@@ -71,8 +73,20 @@ def measure(network: str, size: int, batch: int, runs: int, warmup: int, threads
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"network": network, "size": size, "step_s": statistics.median(times), "peak_mb": peak,
+    return {"network": network, "size": size, "steps_s": times, "peak_mb": peak,
             "params": sum(p.numel() for p in model.parameters())}
+
+
+def run_worker(network: str, size: int, args: argparse.Namespace) -> dict | None:
+    command = [sys.executable, __file__, "--worker", network, str(size), "--batch", str(args.batch),
+               "--runs", str(args.runs), "--warmup", str(args.warmup), "--threads", str(args.threads),
+               "--device", args.device]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        print(f"{network} at {size}^3 failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main(argv=None) -> None:
@@ -80,7 +94,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS + (LITERAL,))
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2, help="timed steps per process")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per network, in rotated order")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -92,25 +107,26 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    print(f"training step (fwd+bwd), batch {args.batch}, {args.device}, {args.threads} threads, "
-          f"median of {args.runs} steps after {args.warmup} warm-up; peak = "
+    print(f"training step (fwd+bwd), batch {args.batch}, {args.device}, {args.threads} threads; "
+          f"{args.rounds} rounds x {args.runs} steps after {args.warmup} warm-up, each round a fresh process "
+          f"per network in rotated order; step = median of all steps, peak = max over rounds of "
           f"{'CUDA max allocated' if args.device == 'cuda' else 'process peak RSS'}")
     print()
     print("| patch | network | parameters | step s | vs ResUNet | peak MB | vs ResUNet |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for size in args.sizes:
-        baseline = None
-        for network in args.networks:
-            command = [sys.executable, __file__, "--worker", network, str(size), "--batch", str(args.batch),
-                       "--runs", str(args.runs), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                       "--device", args.device]
-            done = subprocess.run(command, capture_output=True, text=True)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode != 0 or not lines:
-                print(f"| {size}^3 | {network} | failed: {done.stderr.strip().splitlines()[-1:]} |||||")
-                continue
-            r = json.loads(lines[-1][len("RESULT "):])
-            baseline = baseline or (r if network == "resunet" else None)
+        results: dict[str, list[dict]] = {network: [] for network in args.networks}
+        for round_index in range(args.rounds):
+            shift = round_index % len(args.networks)
+            for network in args.networks[shift:] + args.networks[:shift]:
+                result = run_worker(network, size, args)
+                if result:
+                    results[network].append(result)
+        summary = {network: {"step_s": statistics.median(t for r in rs for t in r["steps_s"]),
+                             "peak_mb": max(r["peak_mb"] for r in rs), "params": rs[0]["params"]}
+                   for network, rs in results.items() if rs}
+        baseline = summary.get("resunet")
+        for network, r in summary.items():
             ratio_t = f"{r['step_s'] / baseline['step_s']:.3f}" if baseline else "n/a"
             ratio_m = f"{r['peak_mb'] / baseline['peak_mb']:.3f}" if baseline else "n/a"
             print(f"| {size}^3 | {network} | {r['params']:,} | {r['step_s']:.2f} | {ratio_t} | "
