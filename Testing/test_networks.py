@@ -205,3 +205,13 @@ def test_from_nnunet_plans_applies_the_umambabot_rule():
     assert config == lung_ct_3d("diffumamba")
     with pytest.raises(ValueError, match="nnU-Net v2 plans"):
         from_nnunet_plans({"configurations": {}}, "3d_fullres")
+
+
+def test_pooled_projection_is_fp32_under_autocast():
+    x = torch.randn(1, 4, 8, 8, 8).bfloat16()
+    conv = torch.nn.Conv3d(4, 6, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = project_relu_pool(x, conv.weight, conv.bias, (2, 2, 2))
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and conv.weight.grad.abs().sum() > 0

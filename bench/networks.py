@@ -2,8 +2,8 @@
 and DiffUMamba on 3D patches, with the ratio to ResUNet measured in the same run.
 
 Each (network, patch) is measured in fresh subprocesses so that its peak resident memory is its own,
-``--rounds`` times in rotated order (the first process after a large one was seen to run up to 10%
-slower, which a fixed order would charge to the same network every time). The networks are the
+``--rounds`` times in rotated order: single processes were seen to differ by up to 10% from run to
+run, and a fixed order would charge any systematic effect to the same network every time. The networks are the
 6-stage isotropic 3D configuration (features 32..320, 3x3x3 kernels, stride 2), deep supervision on,
 batch 2; time is the median of all timed steps.
 

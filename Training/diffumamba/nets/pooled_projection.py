@@ -29,7 +29,7 @@ def project_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     """Adaptive average pooling to ``size`` of ReLU(1x1 convolution of ``x.detach()``).
 
     Args:
-        x: (batch, C_in, *spatial), 2D or 3D; no gradient flows into it.
+        x: (batch, C_in, *spatial), 2D or 3D; no gradient flows into it. The result is fp32.
         weight: 1x1 convolution weight, (C_out, C_in, 1, ...).
         bias: (C_out,) or None.
         size: target spatial size.
@@ -42,7 +42,9 @@ def project_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         return pool(F.relu(conv(x.detach(), weight, bias)), size)
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
-    return _ProjectReLUPool.apply(x.detach(), weight, bias, size)
+    # Always fp32: a block sum over up to 32^3 voxels would lose precision (or overflow) in fp16.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _ProjectReLUPool.apply(x.detach().float(), weight.float(), bias.float(), size)
 
 
 class _ProjectReLUPool(torch.autograd.Function):
