@@ -8,3 +8,15 @@ import torch
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """The real patient data beside the repository (``../shared/data``); CI has it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,54 @@
+"""Reading label maps and checking that a prediction lies on its reference's grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "case_id", "read_label_map", "check_same_grid"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
+
+
+def case_id(path: Path) -> str | None:
+    """The file name without its image suffix, or None for files that are not label maps."""
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def read_label_map(path: Path):
+    """Read an integer label map with SimpleITK; a clear error for unreadable or non-integer files."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise ValueError(f"cannot read {path}: {str(err).strip().splitlines()[-1]}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "expected a single-component label map")
+    array = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise ValueError(f"{path} holds non-integer values; expected a label map")
+        array = array.astype(np.int32)
+    return image, array
+
+
+def check_same_grid(pred, ref, pred_path: Path, ref_path: Path) -> None:
+    """Refuse a prediction that is not on the reference grid (size, spacing, origin, direction)."""
+    problems = []
+    if pred.GetSize() != ref.GetSize():
+        problems.append(f"size {pred.GetSize()} vs {ref.GetSize()}")
+    if not np.allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-4, atol=1e-5):
+        problems.append(f"spacing {pred.GetSpacing()} vs {ref.GetSpacing()}")
+    if not np.allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-2):
+        problems.append(f"origin {pred.GetOrigin()} vs {ref.GetOrigin()}")
+    if not np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4):
+        problems.append("direction differs")
+    if problems:
+        raise ValueError(f"{pred_path.name} is not on the grid of {ref_path.name}: " + "; ".join(problems))
