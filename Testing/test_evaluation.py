@@ -53,6 +53,7 @@ def test_concentric_spheres_are_two_mm_apart():
     assert m["dice"] == pytest.approx(2 * sphere(10).sum() / (sphere(10).sum() + sphere(12).sum()))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own use of a deprecated argument
 def test_cropping_does_not_change_the_numbers():
     from monai.metrics import compute_hausdorff_distance
 
