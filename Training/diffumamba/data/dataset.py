@@ -1,0 +1,122 @@
+"""Reading a dataset in the nnU-Net v2 raw format, so a researcher's nnU-Net (or MSD-converted) data
+works unchanged.
+
+    Dataset/
+      dataset.json          {"channel_names": {"0": "CT"}, "labels": {"background": 0, "GTV": 1},
+                             "file_ending": ".nii.gz", "numTraining": N}
+      imagesTr/CASE_0000.nii.gz ...   one file per channel, 4-digit channel suffix
+      labelsTr/CASE.nii.gz
+      imagesTs/CASE_0000.nii.gz       (optional)
+
+Everything a later step would trip over is checked up front and reported at once: missing channels
+or labels, stray files, unknown modalities, label values not declared in dataset.json (on request,
+since it reads every label).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["Case", "RawDataset"]
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: its image file per channel (in channel order) and its label file, if any."""
+
+    name: str
+    images: tuple[Path, ...]
+    label: Optional[Path] = None
+
+
+class RawDataset:
+    """An nnU-Net v2 raw dataset folder.
+
+    Attributes:
+        root: the dataset folder.
+        channel_names: modality per channel, e.g. ``["CT"]`` (nnU-Net normalises "CT" differently).
+        labels: label name -> integer value, background included.
+        file_ending: e.g. ``".nii.gz"``.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path = self.root / "dataset.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"not an nnU-Net raw dataset: {meta_path} is missing")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path} is not valid JSON: {err}") from None
+        missing = [k for k in ("channel_names", "labels", "file_ending") if k not in meta]
+        if missing:
+            raise ValueError(f"{meta_path} lacks {', '.join(missing)} (nnU-Net v2 format)")
+        channels = meta["channel_names"]
+        try:
+            self.channel_names = [channels[str(i)] for i in range(len(channels))]
+        except KeyError:
+            raise ValueError(f"{meta_path}: channel_names must be keyed 0..{len(channels) - 1}") from None
+        self.labels = {str(k): _label_value(k, v, meta_path) for k, v in meta["labels"].items()}
+        if 0 not in self.labels.values():
+            raise ValueError(f"{meta_path}: labels must include background = 0")
+        self.file_ending = meta["file_ending"]
+        self.meta = meta
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    def training_cases(self) -> list[Case]:
+        """Every case in imagesTr with all its channels and its label in labelsTr."""
+        cases = self._cases(self.root / "imagesTr", with_labels=True)
+        expected = self.meta.get("numTraining")
+        if expected is not None and expected != len(cases):
+            raise ValueError(f"dataset.json says numTraining = {expected} but imagesTr holds {len(cases)} cases")
+        return cases
+
+    def test_cases(self) -> list[Case]:
+        folder = self.root / "imagesTs"
+        return self._cases(folder, with_labels=False) if folder.is_dir() else []
+
+    def _cases(self, folder: Path, with_labels: bool) -> list[Case]:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} does not exist")
+        channels: dict[str, dict[int, Path]] = {}
+        problems = []
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.name.endswith(self.file_ending):
+                continue
+            match = _CHANNEL_FILE.match(path.name[: -len(self.file_ending)])
+            if not match:
+                problems.append(f"{path.name}: no _XXXX channel suffix")
+                continue
+            channels.setdefault(match["case"], {})[int(match["channel"])] = path
+        cases = []
+        for name, files in sorted(channels.items()):
+            if sorted(files) != list(range(self.num_channels)):
+                problems.append(f"{name}: channels {sorted(files)}, expected 0..{self.num_channels - 1}")
+                continue
+            label = self.root / "labelsTr" / f"{name}{self.file_ending}" if with_labels else None
+            if label is not None and not label.is_file():
+                problems.append(f"{name}: label {label.relative_to(self.root)} is missing")
+                continue
+            cases.append(Case(name, tuple(files[c] for c in range(self.num_channels)), label))
+        if problems:
+            raise ValueError(f"{folder}: " + "; ".join(problems))
+        if not cases:
+            raise ValueError(f"{folder} holds no cases ending in {self.file_ending}")
+        return cases
+
+
+def _label_value(name, value, meta_path: Path) -> int:
+    if isinstance(value, (list, tuple)):
+        raise ValueError(f"{meta_path}: label {name!r} is a region (list of values); only plain labels are supported")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{meta_path}: label {name!r} must be a non-negative integer, got {value!r}")
+    return value
