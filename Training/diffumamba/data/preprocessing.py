@@ -1,0 +1,124 @@
+"""Case preprocessing as nnU-Net does it, and its exact inverse for predictions.
+
+crop to the non-zero region -> resample to the plan's target spacing -> normalise; and back: a
+prediction on the preprocessed grid is resampled to the cropped shape and pasted into an array of the
+original shape, so it lies exactly on the input grid (the caller copies the input's geometry onto it).
+
+Resampling keeps the voxel *boxes* aligned (like ``skimage.transform.resize``, which nnU-Net uses): the
+first and last voxel edges of both grids coincide, so resampling there and back does not drift.
+Images use cubic B-spline (or linear) interpolation, label maps nearest neighbour or linear
+interpolation of each label's mask followed by argmax (smoother boundaries at large zoom factors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .fingerprint import nonzero_bbox
+
+__all__ = ["CaseProperties", "resampled_shape", "resample_array", "resample_labels", "normalise",
+           "preprocess_case", "restore_to_original"]
+
+
+@dataclass
+class CaseProperties:
+    """What ``restore_to_original`` needs to undo the preprocessing of one case."""
+
+    original_shape: tuple[int, ...]
+    original_spacing: tuple[float, ...]
+    bbox: tuple[tuple[int, int], ...]
+    cropped_shape: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"original_shape": list(self.original_shape), "original_spacing": list(self.original_spacing),
+                "bbox": [list(b) for b in self.bbox], "cropped_shape": list(self.cropped_shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CaseProperties":
+        return cls(tuple(d["original_shape"]), tuple(d["original_spacing"]), tuple(tuple(b) for b in d["bbox"]),
+                   tuple(d["cropped_shape"]))
+
+
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]) -> tuple[int, ...]:
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing))
+
+
+def resample_array(array: np.ndarray, new_shape: Sequence[int], order: int = 3) -> np.ndarray:
+    """Resample a (z, y, x) or (y, x) array to ``new_shape`` with box-aligned grids.
+
+    ``order``: 0 nearest, 1 linear, 3 cubic B-spline.
+    """
+    import SimpleITK as sitk
+
+    new_shape = tuple(int(n) for n in new_shape)
+    if tuple(array.shape) == new_shape:
+        return array.copy()
+    interpolator = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline}[order]
+    source = sitk.GetImageFromArray(array.astype(np.float32, copy=False))
+    # Source voxels are unit boxes; target voxels subdivide the same extent.
+    spacing = [n_old / n_new for n_old, n_new in zip(reversed(array.shape), reversed(new_shape))]
+    origin = [(s - 1.0) / 2.0 for s in spacing]
+    resampled = sitk.Resample(source, list(reversed(new_shape)), sitk.Transform(), interpolator, origin, spacing,
+                              source.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def resample_labels(labels: np.ndarray, new_shape: Sequence[int], linear: bool = False) -> np.ndarray:
+    """Resample an integer label map: nearest neighbour, or linear on each label's mask then argmax."""
+    if not linear:
+        return np.rint(resample_array(labels, new_shape, order=0)).astype(labels.dtype)
+    values = np.unique(labels)
+    scores = np.stack([resample_array((labels == v).astype(np.float32), new_shape, order=1) for v in values])
+    return values[np.argmax(scores, axis=0)].astype(labels.dtype)
+
+
+def normalise(data: np.ndarray, channel_names: Sequence[str], intensities: Sequence[dict]) -> np.ndarray:
+    """CT channels: clip to the dataset's foreground 0.5-99.5 percentiles, then z-score with the foreground
+    mean and sd (comparable HU across scanners). Other channels: per-image z-score (MR has no units)."""
+    out = np.empty_like(data, dtype=np.float32)
+    for c, (name, stats) in enumerate(zip(channel_names, intensities)):
+        if name.upper() == "CT":
+            clipped = np.clip(data[c], stats["percentile_00_5"], stats["percentile_99_5"])
+            out[c] = (clipped - stats["mean"]) / max(stats["std"], 1e-8)
+        else:
+            out[c] = (data[c] - data[c].mean()) / max(float(data[c].std()), 1e-8)
+    return out
+
+
+def preprocess_case(data: np.ndarray, label: np.ndarray | None, spacing: Sequence[float],
+                    target_spacing: Sequence[float], channel_names: Sequence[str], intensities: Sequence[dict],
+                    image_order: int = 3, linear_labels: bool = False):
+    """Crop, resample and normalise one case. Returns (data, label or None, CaseProperties)."""
+    box = nonzero_bbox(data)
+    cropped = data[(slice(None), *box)]
+    properties = CaseProperties(tuple(data.shape[1:]), tuple(float(s) for s in spacing),
+                                tuple((s.start, s.stop) for s in box), tuple(cropped.shape[1:]))
+    shape = resampled_shape(cropped.shape[1:], spacing, target_spacing)
+    # Normalise before resampling, as nnU-Net does, so CT clipping happens on the original HU values.
+    normalised = normalise(cropped, channel_names, intensities)
+    resampled = np.stack([resample_array(channel, shape, image_order) for channel in normalised])
+    out_label = None
+    if label is not None:
+        out_label = resample_labels(label[box], shape, linear_labels)
+    return resampled, out_label, properties
+
+
+def restore_to_original(prediction: np.ndarray, properties: CaseProperties, is_label: bool = True,
+                        linear_labels: bool = False) -> np.ndarray:
+    """Map a prediction on the preprocessed grid back to the original array shape (zeros outside the crop).
+
+    ``prediction``: a label map (z, y, x) when ``is_label``, else per-class scores (C, z, y, x).
+    """
+    target = properties.cropped_shape
+    if is_label:
+        restored = resample_labels(prediction, target, linear_labels)
+        full = np.zeros(properties.original_shape, dtype=prediction.dtype)
+        full[tuple(slice(a, b) for a, b in properties.bbox)] = restored
+        return full
+    restored = np.stack([resample_array(channel, target, order=1) for channel in prediction])
+    full = np.zeros((prediction.shape[0], *properties.original_shape), dtype=np.float32)
+    full[(slice(None), *[slice(a, b) for a, b in properties.bbox])] = restored
+    return full
