@@ -49,8 +49,12 @@ def test_odd_input_equals_padded_input_inside_the_valid_region():
 
 def test_anisotropic_lung_preset_runs_on_a_small_patch():
     config = lung_ct_3d("diffumamba").replace(features_per_stage=[4, 8, 8, 8, 8, 8])
-    out = build_network(config)(torch.randn(1, 1, 16, 32, 32))
-    assert out[0].shape == (1, 2, 16, 32, 32) and out[-1].shape == (1, 2, 2, 2, 2)
+    out = build_network(config)(torch.randn(1, 1, 32, 64, 64))
+    assert out[0].shape == (1, 2, 32, 64, 64) and out[-1].shape == (1, 2, 2, 4, 4)
+    model = build_network(lung_ct_3d("diffumamba"))
+    with torch.no_grad():
+        skips = model.encoder(torch.zeros(1, 1, 80, 192, 160))
+    assert skips[-1].shape == (1, 320, 5, 6, 5)        # the documented 150-token bottleneck
 
 
 def test_umambabot_block_rule():
@@ -198,8 +202,8 @@ def test_from_json_rejects_non_json():
 def test_from_nnunet_plans_applies_the_umambabot_rule():
     plans = {"configurations": {"3d_fullres": {
         "patch_size": [80, 192, 160], "UNet_base_num_features": 32, "unet_max_num_features": 320,
-        "conv_kernel_sizes": [[1, 3, 3]] + [[3, 3, 3]] * 5,
-        "pool_op_kernel_sizes": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+        "conv_kernel_sizes": [[3, 3, 3]] * 6,
+        "pool_op_kernel_sizes": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
         "n_conv_per_stage_encoder": [2] * 6, "n_conv_per_stage_decoder": [2] * 5}}}
     config = from_nnunet_plans(plans, network="diffumamba")
     assert config == lung_ct_3d("diffumamba")

@@ -188,16 +188,16 @@ def from_nnunet_plans(plans: dict, configuration: str = "3d_fullres", network: s
 def lung_ct_3d(network: str = "diffumamba", in_channels: int = 1, num_classes: int = 2) -> NetworkConfig:
     """Default 3D lung-CT network, close to nnU-Net v2's 3d_fullres plan for MSD Task06_Lung.
 
-    Target spacing about 1.24 x 0.79 x 0.79 mm (z, y, x) makes the data anisotropic, so the first stage
-    uses 1x3x3 kernels and z is downsampled three times, not five; patch 80 x 192 x 160, bottleneck
-    5 x 6 x 5 = 150 tokens of 320 channels.
+    Target spacing about 1.24 x 0.79 x 0.79 mm (z, y, x) and patch 80 x 192 x 160. nnU-Net's rule
+    (downsample an axis while its spacing is at most twice the finest one and it keeps at least 4
+    voxels; 3-wide kernels on such axes) gives 3x3x3 kernels everywhere, z downsampled four times and
+    y, x five times: bottleneck 5 x 6 x 5 = 150 tokens of 320 channels.
     """
     n_stages = 6
     enc, dec = umambabot_block_counts(n_stages)
     return NetworkConfig(network=network, spatial_dims=3, in_channels=in_channels, num_classes=num_classes,
-                         features_per_stage=_features(n_stages),
-                         kernel_sizes=[[1, 3, 3]] + [[3, 3, 3]] * 5,
-                         strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                         features_per_stage=_features(n_stages), kernel_sizes=[[3, 3, 3]] * n_stages,
+                         strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
                          n_blocks_per_stage=enc, n_blocks_per_stage_decoder=dec, patch_size=[80, 192, 160])
 
 
