@@ -1,0 +1,46 @@
+"""Training augmentation close to nnU-Net's default, built from MONAI transforms.
+
+nnU-Net (probabilities per sample): rotation and scaling (p 0.2 each; +-30 degrees in 3D, scale 0.7-1.4),
+optional elastic deformation, Gaussian noise (p 0.1), Gaussian blur (p 0.2, sigma 0.5-1), brightness
+(multiplicative 0.75-1.25, p 0.15), contrast (0.75-1.25 around the mean, p 0.15), low-resolution
+simulation (zoom 0.5-1, p 0.25), gamma (0.7-1.5, p 0.3, and inverted p 0.1), mirroring on every axis.
+MONAI's ``RandAffined`` applies rotation and scaling together (p 0.2 combined, a simplification).
+Images are interpolated linearly, labels by nearest neighbour, so label values never change.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["training_transforms"]
+
+
+def training_transforms(spatial_dims: int = 3, elastic: bool = False, seed: int = 0):
+    """A MONAI ``Compose`` over a dict with "image" (C, *spatial) and "label" (1, *spatial) tensors."""
+    from monai import transforms as T
+
+    keys = ["image", "label"]
+    angle = math.radians(30) if spatial_dims == 3 else math.pi
+    rotate = (angle,) * (3 if spatial_dims == 3 else 1)
+    steps = [
+        T.RandAffined(keys, prob=0.2, rotate_range=rotate, scale_range=(0.3,) * spatial_dims,
+                      mode=("bilinear", "nearest"), padding_mode="zeros"),
+    ]
+    if elastic:
+        elastic_class = T.Rand3DElasticd if spatial_dims == 3 else T.Rand2DElasticd
+        kwargs = {"sigma_range": (9, 13), "magnitude_range": (0, 200)} if spatial_dims == 3 else \
+            {"spacing": (20, 20), "magnitude_range": (0, 2)}
+        steps.append(elastic_class(keys, prob=0.2, mode=("bilinear", "nearest"), padding_mode="zeros", **kwargs))
+    steps += [
+        T.RandGaussianNoised("image", prob=0.1, std=0.1),
+        T.RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        T.RandScaleIntensityd("image", prob=0.15, factors=0.25),
+        T.RandScaleIntensityFixedMeand("image", prob=0.15, factors=0.25, preserve_range=True),
+        T.RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
+        T.RandAdjustContrastd("image", prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+        T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5), retain_stats=True),
+    ]
+    steps += [T.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    compose = T.Compose(steps)
+    compose.set_random_state(seed=seed)
+    return compose
