@@ -1,0 +1,102 @@
+"""Checkpoints: self-describing, exact, resumable, and never unpickled."""
+
+import pickle
+
+import pytest
+import torch
+
+from diffumamba.nets import build_network, isotropic_3d
+from diffumamba.training.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
+
+
+def small():
+    config = isotropic_3d("diffumamba", n_stages=3, base_features=4, max_features=8).replace(deep_supervision=False)
+    return build_network(config), config
+
+
+def sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
+
+
+def step(model, optimizer, x):
+    optimizer.zero_grad()
+    model(x).square().mean().backward()
+    optimizer.step()
+
+
+def test_model_round_trip_is_exact_and_self_describing(tmp_path):
+    model, config = small()
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model, config, {"labels": {"background": 0, "GTV": 1}, "plan": {"patch_size": [8, 8, 8]}})
+    loaded, header = load_model(path)
+    assert header["format"] == FORMAT and header["labels"]["GTV"] == 1 and header["network"] == config.to_dict()
+    assert header["provenance"]["packages"]["torch"] in torch.__version__
+    assert header["provenance"]["diffumamba"]
+    x = torch.randn(1, 1, 8, 8, 8)
+    model.eval()
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resume_continues_exactly(tmp_path):
+    torch.manual_seed(0)
+    model, config = small()
+    optimizer = sgd(model)
+    batches = [torch.randn(1, 1, 8, 8, 8) for _ in range(4)]
+    for x in batches[:2]:
+        step(model, optimizer, x)
+    save_checkpoint(tmp_path / "last.safetensors", model, config, {"training": {"epoch": 2}}, optimizer)
+    for x in batches[2:]:
+        step(model, optimizer, x)
+
+    header, state, optim_state = load_checkpoint(tmp_path / "last.safetensors")
+    resumed, _ = small()
+    resumed.load_state_dict(state)
+    resumed_optimizer = sgd(resumed)
+    resumed_optimizer.load_state_dict(optim_state)
+    assert header["training"]["epoch"] == 2
+    for x in batches[2:]:
+        step(resumed, resumed_optimizer, x)
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class Exploit:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+def test_pickles_are_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    exploit = Exploit()
+    exploit.target = str(marker)
+    for name, payload in (("model.pt", pickle.dumps(exploit, protocol=2)),
+                          ("model.safetensors", pickle.dumps(exploit, protocol=5))):
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(ValueError, match="never unpickles"):
+            load_model(tmp_path / name)
+    assert not marker.exists()
+
+
+def test_unreadable_or_foreign_files_fail_clearly(tmp_path):
+    from safetensors.torch import save_file
+
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_model(tmp_path / "garbage.safetensors")
+    torch.save(small()[0].state_dict(), tmp_path / "weights.bin")       # torch's zip pickle, any name
+    with pytest.raises(ValueError, match="never unpickles"):
+        load_model(tmp_path / "weights.bin")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="not a DiffUMambaSeg checkpoint"):
+        load_model(tmp_path / "foreign.safetensors")
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    model, config = small()
+    other = config.replace(features_per_stage=[4, 8, 16])
+    save_checkpoint(tmp_path / "bad.safetensors", model, other, {})
+    with pytest.raises(ValueError, match="do not match its network config"):
+        load_model(tmp_path / "bad.safetensors")

@@ -1,0 +1,122 @@
+"""Self-describing, safe checkpoints: one ``.safetensors`` file with a JSON header.
+
+The file holds the network weights (and, for resuming, the optimizer's tensors) as safetensors, which
+stores raw arrays and cannot run code when loaded. Its metadata holds one JSON document: the network
+config (to rebuild the model without code changes), the plan, label names, intensity statistics and
+training provenance (dataset fingerprint hash, code and package versions), plus the training state.
+Pickled PyTorch files (``.pt``/``.pth``) are refused rather than unpickled: a pickle can execute
+arbitrary code, and a clinician's workstation must never do that for a downloaded model.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..files import atomic_write_bytes
+from ..nets import NetworkConfig, build_network
+
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "provenance"]
+
+FORMAT = "diffumamba-checkpoint/1"
+_MODEL, _OPTIM = "model.", "optimizer."
+
+
+def provenance() -> dict[str, Any]:
+    """Code and package versions recorded in every checkpoint."""
+    packages = {}
+    for name in ("torch", "numpy", "monai", "SimpleITK", "mamba-ssm"):
+        try:
+            packages[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return {"diffumamba": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+            "packages": packages}
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: NetworkConfig, meta: dict[str, Any],
+                    optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    """Write weights, the network config, ``meta`` (plan, labels, training state, ...) and provenance.
+
+    With ``optimizer`` its state is included so that training can resume exactly.
+    """
+    from safetensors.torch import save
+
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    tensors = {_MODEL + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    header = {"format": FORMAT, "network": config.to_dict(), "provenance": provenance(), **meta}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        scalars = {}
+        for index, entries in state["state"].items():
+            for key, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{_OPTIM}{index}.{key}"] = value.detach().contiguous().cpu()
+                else:
+                    scalars[f"{index}.{key}"] = value
+        header["optimizer"] = {"param_groups": state["param_groups"], "scalars": scalars}
+    atomic_write_bytes(path, save(tensors, metadata={"diffumamba": json.dumps(header)}))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Optional[dict]]:
+    """(header, model state_dict, optimizer state_dict or None), without unpickling anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:1] == b"\x80" or raw[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
+        raise ValueError(f"{path.name} is a pickled PyTorch file; DiffUMambaSeg never unpickles checkpoints "
+                         "(a pickle can run arbitrary code). Use a .safetensors checkpoint written by diffumamba.")
+    try:
+        tensors = load(raw)
+        header_length = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8:8 + header_length]).get("__metadata__", {})
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path.name} is not a readable safetensors file ({err})") from None
+    if "diffumamba" not in metadata:
+        raise ValueError(f"{path.name} has no diffumamba header: not a DiffUMambaSeg checkpoint")
+    header = json.loads(metadata["diffumamba"])
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path.name}: unsupported checkpoint format {header.get('format')!r} (expected {FORMAT})")
+    model_state = {k[len(_MODEL):]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+    optimizer_state = None
+    if "optimizer" in header:
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(_OPTIM):
+                index, name = key[len(_OPTIM):].split(".", 1)
+                state.setdefault(int(index), {})[name] = value
+        for key, value in header["optimizer"]["scalars"].items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        optimizer_state = {"state": state, "param_groups": header["optimizer"]["param_groups"]}
+    return header, model_state, optimizer_state
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from the checkpoint's own config and load its weights (strictly)."""
+    header, state, _ = load_checkpoint(path)
+    model = build_network(NetworkConfig.from_dict(header["network"]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{Path(path).name}: weights do not match its network config: {err}") from None
+    return model.to(device).eval(), header
