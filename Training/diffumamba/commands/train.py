@@ -1,0 +1,79 @@
+"""``diffumamba train``: plan, preprocess (cached) and train one network on one fold."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .preprocess import add_plan_arguments
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train a network on an nnU-Net v2 raw dataset",
+        description="Fingerprint, plan and preprocess the dataset (cached), make or reuse its k-fold splits "
+                    "(splits_final.json beside dataset.json), and train. Checkpoints (last, best) and log.csv "
+                    "go to --run; --resume continues a killed run from its last checkpoint.")
+    add_plan_arguments(parser)
+    parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="output folder of this training run")
+    parser.add_argument("--fold", default="0", help="fold index or 'all' (train and validate on every case)")
+    parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train on a seeded subset of the fold's training cases (e.g. 0.16)")
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
+    parser.add_argument("--lr", type=float, help="initial learning rate (default 1e-3 diffumamba, 1e-2 others)")
+    parser.add_argument("--batch-size", type=int, help="default: the plan's")
+    parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.cache import load_case
+    from ..data.pipeline import prepare
+    from ..files import atomic_write_text
+    from ..training.sampling import TrainingCase
+    from ..training.splits import fold_cases, load_or_create_splits, subset
+    from ..training.trainer import Trainer, TrainSettings
+
+    if args.resume and not (args.run_dir / "last.safetensors").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {args.run_dir / 'last.safetensors'}")
+    prepared = prepare(args.dataset, args.out, args.network, args.dims, args.memory_gb, args.max_patch,
+                       amp=not args.no_amp, base_features=args.features[0], max_features=args.features[1])
+    names = [c.name for c in prepared.cases]
+    splits = load_or_create_splits(args.dataset / "splits_final.json", names, args.folds) if args.fold != "all" \
+        else None
+    train_names, val_names = fold_cases(splits, names, args.fold)
+    if args.train_fraction < 1:
+        train_names = subset(train_names, args.train_fraction, args.seed)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.run_dir / "cases.json", json.dumps({"fold": args.fold, "train_fraction": args.train_fraction,
+                                                           "seed": args.seed, "train": train_names,
+                                                           "val": val_names}, indent=2) + "\n")
+
+    def load(name):
+        data, label, _ = load_case(prepared.folder, name)
+        return TrainingCase.from_arrays(name, data, label, seed=args.seed)
+
+    plan = prepared.plan
+    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
+                             validate_every=args.validate_every, augment=not args.no_augment, elastic=args.elastic,
+                             seed=args.seed, device=args.device)
+    meta = {"plan": json.loads(plan.to_json()), "labels": plan.labels, "fingerprint_hash": plan.fingerprint_hash,
+            "cases": {"fold": args.fold, "train": train_names, "val": val_names}}
+    trainer = Trainer(plan.network_config(), [load(n) for n in train_names], [load(n) for n in val_names],
+                      args.run_dir, settings, batch_size=args.batch_size or plan.batch_size, meta=meta)
+    if args.resume:
+        trainer.resume()
+        print(f"resuming after epoch {trainer.start_epoch}")
+    print(f"training {plan.network['network']} on {len(train_names)} case(s), validating on {len(val_names)}; "
+          f"patch {plan.patch_size}, lr {trainer.lr:g}, device {trainer.device}")
+    trainer.fit()
+    print(f"checkpoints and log: {args.run_dir}")
+    return 0

@@ -1,0 +1,50 @@
+"""Dataset -> fingerprint -> plan -> cached preprocessed cases: the shared front of preprocess and train."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..files import atomic_write_text
+from .cache import preprocess_cases
+from .dataset import Case, RawDataset
+from .fingerprint import compute_fingerprint, fingerprint_hash
+from .plan import Plan, make_plan
+
+__all__ = ["Prepared", "prepare"]
+
+
+@dataclass
+class Prepared:
+    dataset: RawDataset
+    cases: list[Case]
+    plan: Plan
+    folder: Path
+    computed: int
+    fingerprint_file: Path
+
+
+def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", dims: int = 3, memory_gb: float = 8.0,
+            max_patch: Optional[Sequence[int]] = None, amp: bool = True, base_features: int = 32,
+            max_features: int = 320, show_progress: bool = True) -> Prepared:
+    from tqdm import tqdm
+
+    def progress(desc):
+        return lambda items: tqdm(items, desc=desc, unit="case", disable=not show_progress)
+
+    dataset = RawDataset(dataset_path)
+    cases = dataset.training_cases()
+    if max_patch and len(max_patch) != dims:
+        raise ValueError(f"--max-patch needs {dims} numbers")
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint_file = out / "fingerprint.json"
+    fingerprint = json.loads(fingerprint_file.read_text()) if fingerprint_file.exists() else None
+    if fingerprint is None or fingerprint.get("cases") != [c.name for c in cases]:
+        fingerprint = compute_fingerprint(dataset, cases, progress=progress("fingerprint"))
+        atomic_write_text(fingerprint_file, json.dumps(fingerprint, indent=2) + "\n")
+    plan = make_plan(fingerprint, fingerprint_hash(fingerprint), network, dims, memory_gb, max_patch=max_patch,
+                     mixed_precision=amp, base_features=base_features, max_features=max_features)
+    folder, computed = preprocess_cases(cases, plan, out, progress=progress("preprocess"))
+    return Prepared(dataset, cases, plan, folder, computed, fingerprint_file)
