@@ -33,7 +33,7 @@ def phantoms(tmp_path):
 
 
 def train_args(dataset, tmp_path, *extra):
-    return ["train", str(dataset), "--preprocessed", str(tmp_path / "pre"), "--run", str(tmp_path / "run"),
+    return ["train", str(dataset), "--preprocessed", str(tmp_path / "pre"), "--run-dir", str(tmp_path / "run"),
             "--folds", "2", "--epochs", "3", "--iterations", "4", "--validate-every", "1", "--features", "8", "16",
             "--max-patch", "16", "32", "32", "--lr", "0.01", *extra]
 
@@ -91,3 +91,23 @@ def test_limited_data_subset_is_seeded():
     assert subset(names, 0.16, 0) != subset(names, 0.16, 1)
     with pytest.raises(ValueError, match="train-fraction"):
         subset(names, 0, 0)
+
+
+def test_two_process_ddp_training_on_cpu(phantoms, tmp_path):
+    """torchrun with 2 CPU processes (gloo): rank 0 writes the log and checkpoints, both ranks finish."""
+    import os
+    import subprocess
+    import sys
+
+    args = train_args(phantoms, tmp_path)[1:]
+    args[args.index("--epochs") + 1] = "2"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29517", "-m", "diffumamba", "train", *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("checkpoints and log:") == 2
+    log = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["epoch"]) for r in log] == [1, 2]                 # written once, by rank 0
+    model, header = load_model(tmp_path / "run" / "last.safetensors")
+    assert header["training"]["epoch"] == 2

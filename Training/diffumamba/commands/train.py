@@ -14,9 +14,9 @@ def add_parser(commands) -> None:
         "train", help="train a network on an nnU-Net v2 raw dataset",
         description="Fingerprint, plan and preprocess the dataset (cached), make or reuse its k-fold splits "
                     "(splits_final.json beside dataset.json), and train. Checkpoints (last, best) and log.csv "
-                    "go to --run; --resume continues a killed run from its last checkpoint.")
+                    "go to --run-dir; --resume continues a killed run from its last checkpoint.")
     add_plan_arguments(parser)
-    parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="output folder of this training run")
+    parser.add_argument("--run-dir", dest="run_dir", type=Path, required=True, help="output folder of this training run")
     parser.add_argument("--fold", default="0", help="fold index or 'all' (train and validate on every case)")
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
     parser.add_argument("--train-fraction", type=float, default=1.0,

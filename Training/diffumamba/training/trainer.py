@@ -5,15 +5,20 @@ epoch, gradient clipping at norm 12, Dice + CE with deep supervision, foreground
 nnU-Net-like augmentation, AMP on CUDA. The initial learning rate defaults to 1e-3 for Diff-UMamba (the
 official trainer's value) and 1e-2 (nnU-Net's) for the other networks.
 
-Every epoch's randomness (patch choice, augmentation, torch) is seeded from (seed, epoch), and the
-last checkpoint is written atomically at the end of every epoch, so a killed run resumed with the same
-seed reproduces the uninterrupted run's weights exactly.
+Every epoch's randomness (patch choice, augmentation, torch) is seeded from (seed, epoch, rank), and
+the last checkpoint is written atomically at the end of every epoch, so a killed run resumed with the
+same seed reproduces the uninterrupted run's weights exactly.
+
+Launched by ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel: NCCL on GPUs (one per
+process), gloo on CPUs; every process draws its own batches, rank 0 alone validates, logs and writes
+checkpoints.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,10 +77,20 @@ class Trainer:
         self.meta = meta or {}
         device = settings.device
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        self.world_size, self.rank = _init_distributed(self.device)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
         self.lr = settings.initial_lr or default_learning_rate(config.network)
         torch.manual_seed(settings.seed)
-        self.model = build_network(config).to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=settings.momentum,
+        self.network = build_network(config).to(self.device)
+        self.model = self.network
+        if self.world_size > 1:
+            # Unused parameters exist by design: the zero-weight deep-supervision head is never evaluated.
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=self.lr, momentum=settings.momentum,
                                          nesterov=True, weight_decay=settings.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         n_outputs = config.n_stages - 1 if config.deep_supervision else 1
@@ -89,7 +104,7 @@ class Trainer:
         if not path.exists():
             return False
         header, state, optim_state = load_checkpoint(path)
-        self.model.load_state_dict(state, strict=True)
+        self.network.load_state_dict(state, strict=True)
         if optim_state is not None:
             self.optimizer.load_state_dict(optim_state)
         training = header.get("training", {})
@@ -97,9 +112,11 @@ class Trainer:
         return True
 
     def _save(self, name: str, epoch: int) -> None:
+        if self.rank != 0:
+            return
         meta = {**self.meta, "training": {"epoch": epoch, "best_dice": self.best_dice,
                                           "settings": asdict(self.settings), "batch_size": self.batch_size}}
-        save_checkpoint(self.out_dir / name, self.model, self.config, meta,
+        save_checkpoint(self.out_dir / name, self.network, self.config, meta,
                         self.optimizer if name == "last.safetensors" else None)
 
     # -- loop --------------------------------------------------------------------------------------
@@ -110,7 +127,9 @@ class Trainer:
         """Train from ``start_epoch`` to ``settings.epochs``; returns the rows of the epoch log."""
         from tqdm import tqdm
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        progress = progress and self.rank == 0
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         rows = []
         for epoch in range(self.start_epoch, self.settings.epochs):
             started = time.perf_counter()
@@ -126,14 +145,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             row = {"epoch": epoch + 1, "lr": self.learning_rate(epoch), "train_loss": float(np.mean(losses)),
                    "val_dice": math.nan, "seconds": 0.0}
-            if self.val_cases and ((epoch + 1) % self.settings.validate_every == 0 or epoch + 1 == self.settings.epochs):
+            due = (epoch + 1) % self.settings.validate_every == 0 or epoch + 1 == self.settings.epochs
+            if self.val_cases and due and self.rank == 0:
                 row["val_dice"] = self.validate()
                 if row["val_dice"] > self.best_dice:
                     self.best_dice = row["val_dice"]
                     self._save("best.safetensors", epoch + 1)
             row["seconds"] = time.perf_counter() - started
             self._save("last.safetensors", epoch + 1)
-            self._log(row)
+            if self.rank == 0:
+                self._log(row)
+            if self.world_size > 1:
+                torch.distributed.barrier()
             rows.append(row)
             if progress:
                 print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, val Dice {row['val_dice']:.4f}, "
@@ -141,7 +164,7 @@ class Trainer:
         return rows
 
     def _epoch_randomness(self, epoch: int):
-        seed = self.settings.seed * 100_003 + epoch
+        seed = (self.settings.seed * 100_003 + epoch) * 1_009 + self.rank
         torch.manual_seed(seed)
         sampler = PatchSampler(self.train_cases, self.config.patch_size, self.batch_size,
                                self.settings.oversample_foreground, seed=seed)
@@ -173,14 +196,14 @@ class Trainer:
         """Mean foreground Dice over validation cases (whole volumes, Gaussian sliding window)."""
         from monai.inferers import sliding_window_inference
 
-        self.model.eval()
-        deep = self.model.config.deep_supervision
-        self.model.decoder.deep_supervision = False
+        self.network.eval()
+        deep = self.config.deep_supervision
+        self.network.decoder.deep_supervision = False
         try:
             scores = []
             for case in self.val_cases:
                 image = torch.from_numpy(case.data)[None].to(self.device)
-                logits = sliding_window_inference(image, self.config.patch_size, 1, self.model,
+                logits = sliding_window_inference(image, self.config.patch_size, 1, self.network,
                                                   overlap=self.settings.sw_overlap, mode="gaussian")
                 prediction = logits.argmax(1)[0].cpu().numpy()
                 for value in range(1, self.config.num_classes):
@@ -188,7 +211,7 @@ class Trainer:
                     total = pred.sum() + ref.sum()
                     scores.append(1.0 if total == 0 else 2.0 * np.logical_and(pred, ref).sum() / total)
         finally:
-            self.model.decoder.deep_supervision = deep
+            self.network.decoder.deep_supervision = deep
         return float(np.mean(scores))
 
     def _log(self, row: dict) -> None:
@@ -199,3 +222,11 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    """(world size, rank); joins the process group when started by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world_size, (torch.distributed.get_rank() if world_size > 1 else 0)
