@@ -191,27 +191,18 @@ class Trainer:
         self.scaler.update()
         return float(loss.detach())
 
-    @torch.no_grad()
     def validate(self) -> float:
         """Mean foreground Dice over validation cases (whole volumes, Gaussian sliding window)."""
-        from monai.inferers import sliding_window_inference
+        from ..inference.sliding_window import sliding_window_logits
 
-        self.network.eval()
-        deep = self.config.deep_supervision
-        self.network.decoder.deep_supervision = False
-        try:
-            scores = []
-            for case in self.val_cases:
-                image = torch.from_numpy(case.data)[None].to(self.device)
-                logits = sliding_window_inference(image, self.config.patch_size, 1, self.network,
-                                                  overlap=self.settings.sw_overlap, mode="gaussian")
-                prediction = logits.argmax(1)[0].cpu().numpy()
-                for value in range(1, self.config.num_classes):
-                    pred, ref = prediction == value, case.label == value
-                    total = pred.sum() + ref.sum()
-                    scores.append(1.0 if total == 0 else 2.0 * np.logical_and(pred, ref).sum() / total)
-        finally:
-            self.network.decoder.deep_supervision = deep
+        scores = []
+        for case in self.val_cases:
+            prediction = sliding_window_logits(self.network, case.data, self.config.patch_size,
+                                               self.settings.sw_overlap, self.device).argmax(0).numpy()
+            for value in range(1, self.config.num_classes):
+                pred, ref = prediction == value, case.label == value
+                total = pred.sum() + ref.sum()
+                scores.append(1.0 if total == 0 else 2.0 * np.logical_and(pred, ref).sum() / total)
         return float(np.mean(scores))
 
     def _log(self, row: dict) -> None:

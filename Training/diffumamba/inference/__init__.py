@@ -1,0 +1,1 @@
+"""Inference: sliding-window prediction on preprocessed arrays and back onto the input grid."""

@@ -1,0 +1,32 @@
+"""Gaussian-weighted sliding-window logits over a whole volume (MONAI's ``sliding_window_inference``)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["sliding_window_logits"]
+
+
+@torch.no_grad()
+def sliding_window_logits(network: nn.Module, data: np.ndarray, patch_size: Sequence[int], overlap: float = 0.5,
+                          device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (classes, *spatial) for ``data`` (channels, *spatial), full-resolution head only.
+
+    Patches are blended with a Gaussian weight, as nnU-Net does, so patch borders do not show.
+    """
+    from monai.inferers import sliding_window_inference
+
+    was_training, deep = network.training, network.decoder.deep_supervision
+    network.eval()
+    network.decoder.deep_supervision = False
+    try:
+        image = torch.from_numpy(np.ascontiguousarray(data))[None].float().to(device)
+        logits = sliding_window_inference(image, list(patch_size), 1, network, overlap=overlap, mode="gaussian")
+    finally:
+        network.decoder.deep_supervision = deep
+        network.train(was_training)
+    return torch.as_tensor(logits)[0].cpu()
