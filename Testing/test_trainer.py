@@ -59,6 +59,12 @@ def test_training_on_a_real_tumour_lowers_the_loss(tumour_region, tmp_path):
     model, header = load_model(tmp_path / "best.safetensors")
     assert header["labels"]["GTV"] == 1 and header["training"]["best_dice"] == max(validated)
     assert (tmp_path / "last.safetensors").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train_loss", "lr", "val_dice"} <= set(events.Tags()["scalars"])
+    assert [e.value for e in events.Scalars("train_loss")] == pytest.approx(losses)
 
 
 def test_resume_after_interruption_gives_the_same_weights(tumour_region, tmp_path):

@@ -128,8 +128,12 @@ class Trainer:
         from tqdm import tqdm
 
         progress = progress and self.rank == 0
+        board = None
         if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            board = SummaryWriter(str(self.out_dir / "tensorboard"))
         rows = []
         for epoch in range(self.start_epoch, self.settings.epochs):
             started = time.perf_counter()
@@ -153,14 +157,20 @@ class Trainer:
                     self._save("best.safetensors", epoch + 1)
             row["seconds"] = time.perf_counter() - started
             self._save("last.safetensors", epoch + 1)
-            if self.rank == 0:
+            if board is not None:
                 self._log(row)
+                for key in ("train_loss", "lr", "val_dice"):
+                    if not math.isnan(row[key]):
+                        board.add_scalar(key, row[key], epoch + 1)
+                board.flush()
             if self.world_size > 1:
                 torch.distributed.barrier()
             rows.append(row)
             if progress:
                 print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, val Dice {row['val_dice']:.4f}, "
                       f"{row['seconds']:.1f} s", flush=True)
+        if board is not None:
+            board.close()
         return rows
 
     def _epoch_randomness(self, epoch: int):
