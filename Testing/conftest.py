@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DIFFUMAMBA_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
     """The real patient data beside the repository (``../shared/data``, or $DIFFUMAMBA_SHARED_DATA); CI has it."""
     if not SHARED_DATA.is_dir():

@@ -17,14 +17,10 @@ CT_STATS = {"mean": 2.3, "std": 100.5, "percentile_00_5": -456.6, "percentile_99
 
 
 @pytest.fixture(scope="module")
-def tumour_region():
+def tumour_region(shared_data):
     """lung2's 48 ml tumour and its surroundings, preprocessed to 5 x 1.2 x 1.2 mm (30 x 50 x 50 voxels)."""
-    from conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder not found at {SHARED_DATA}")
-    image = sitk.ReadImage(str(SHARED_DATA / "pyradiomics_lung_ct" / "lung2_image.nrrd"))
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(SHARED_DATA / "pyradiomics_lung_ct" / "lung2_label.nrrd")))
+    image = sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / "lung2_image.nrrd"))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / "lung2_label.nrrd")))
     z, y, x = np.argwhere(label > 0).mean(0).astype(int)
     box = (slice(max(z - 15, 0), z + 15), slice(y - 48, y + 48), slice(x - 48, x + 48))
     data = sitk.GetArrayFromImage(image).astype(np.float32)[None][(slice(None), *box)]

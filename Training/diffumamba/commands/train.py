@@ -65,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
                              validate_every=args.validate_every, augment=not args.no_augment, elastic=args.elastic,
                              seed=args.seed, device=args.device)
-    meta = {"plan": json.loads(plan.to_json()), "labels": plan.labels, "fingerprint_hash": plan.fingerprint_hash,
-            "cases": {"fold": args.fold, "train": train_names, "val": val_names}}
+    meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names}}
     trainer = Trainer(plan.network_config(), [load(n) for n in train_names], [load(n) for n in val_names],
                       args.run_dir, settings, batch_size=args.batch_size or plan.batch_size, meta=meta)
     if args.resume:

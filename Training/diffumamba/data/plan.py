@@ -57,6 +57,10 @@ class Plan:
     def from_json(cls, text: str) -> "Plan":
         return cls(**json.loads(text))
 
+    def checkpoint_meta(self) -> dict:
+        """The header entries every checkpoint trained with this plan carries (plan, labels, data provenance)."""
+        return {"plan": asdict(self), "labels": dict(self.labels), "fingerprint_hash": self.fingerprint_hash}
+
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 

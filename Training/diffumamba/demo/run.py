@@ -61,8 +61,7 @@ def run_demo(out: Path, n_train: int = 6, epochs: int = 12, iterations: int = 12
     settings = TrainSettings(epochs=epochs, iterations_per_epoch=iterations, initial_lr=1e-2,
                              validate_every=max(1, epochs // 3), seed=seed, device="cpu")
     trainer = Trainer(plan.network_config(), cases[:-1], cases[-1:], out / "run", settings, batch_size=2,
-                      meta={"plan": json.loads(plan.to_json()), "labels": plan.labels,
-                            "fingerprint_hash": plan.fingerprint_hash})
+                      meta=plan.checkpoint_meta())
     trainer.fit(progress=progress)
 
     model, header = load_model(out / "run" / "best.safetensors")

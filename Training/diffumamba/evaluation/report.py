@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Optional
 import numpy as np
 
 from ..files import atomic_write_bytes, atomic_write_text
-from .images import case_id, check_same_grid, read_label_map
+from .images import IMAGE_SUFFIXES, case_id, check_same_grid, read_label_map
 from .metrics import METRIC_NAMES, label_metrics
 
 __all__ = ["pair_cases", "evaluate_folders", "summarise", "write_reports"]
@@ -28,7 +28,7 @@ def pair_cases(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
     refs = {case_id(p): p for p in sorted(ref_dir.iterdir()) if case_id(p)}
     preds = {case_id(p): p for p in sorted(pred_dir.iterdir()) if case_id(p)}
     if not refs:
-        raise ValueError(f"no label maps ({', '.join(('.nii.gz', '.nrrd', '.mha'))}) in {ref_dir}")
+        raise ValueError(f"no label maps ({', '.join(IMAGE_SUFFIXES)}) in {ref_dir}")
     missing = sorted(set(refs) - set(preds))
     if missing:
         raise ValueError(f"no prediction for {len(missing)} reference case(s): {', '.join(missing[:10])}"

@@ -37,7 +37,7 @@ def provenance() -> dict[str, Any]:
         try:
             packages[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
-            pass
+            continue  # not installed (e.g. mamba-ssm on a CPU machine): nothing to record
     return {"diffumamba": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
             "packages": packages}
 
