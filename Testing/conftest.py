@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import SimpleITK as sitk
+
 import pytest
 import torch
 
@@ -43,4 +46,24 @@ def lung_dataset(tmp_path, shared_data):
     for case in ("lung1", "lung2"):
         (root / "imagesTr" / f"{case}_0000.nrrd").symlink_to(shared_data / "pyradiomics_lung_ct" / f"{case}_image.nrrd")
         (root / "labelsTr" / f"{case}.nrrd").symlink_to(shared_data / "pyradiomics_lung_ct" / f"{case}_label.nrrd")
+    return root
+
+
+@pytest.fixture
+def phantoms(tmp_path):
+    """Four CT-like volumes (air at -700 HU) with a bright 5-voxel-radius sphere at a random offset."""
+    root = tmp_path / "Dataset900_Phantom"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        grid = np.indices((24, 32, 32)) - (np.array([12, 16, 16]) + rng.integers(-3, 4, 3))[:, None, None, None]
+        label = ((grid ** 2).sum(0) <= 25).astype(np.uint8)
+        image = (rng.normal(-700, 50, label.shape) + label.astype(int) * 700).astype(np.int16)
+        for array, path in ((image, root / "imagesTr" / f"c{i}_0000.nii.gz"), (label, root / "labelsTr" / f"c{i}.nii.gz")):
+            written = sitk.GetImageFromArray(array)
+            written.SetSpacing((1.0, 1.0, 2.0))
+            sitk.WriteImage(written, str(path))
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1},
+                                                   "file_ending": ".nii.gz", "numTraining": 4}))
     return root

@@ -12,26 +12,6 @@ from diffumamba.training.checkpoint import load_model
 from diffumamba.training.splits import fold_cases, kfold_splits, load_or_create_splits, subset
 
 
-@pytest.fixture
-def phantoms(tmp_path):
-    """Four CT-like volumes (air at -700 HU) with a bright 5-voxel-radius sphere at a random offset."""
-    root = tmp_path / "Dataset900_Phantom"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        grid = np.indices((24, 32, 32)) - (np.array([12, 16, 16]) + rng.integers(-3, 4, 3))[:, None, None, None]
-        label = ((grid ** 2).sum(0) <= 25).astype(np.uint8)
-        image = (rng.normal(-700, 50, label.shape) + label.astype(int) * 700).astype(np.int16)
-        for array, path in ((image, root / "imagesTr" / f"c{i}_0000.nii.gz"), (label, root / "labelsTr" / f"c{i}.nii.gz")):
-            written = sitk.GetImageFromArray(array)
-            written.SetSpacing((1.0, 1.0, 2.0))
-            sitk.WriteImage(written, str(path))
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1},
-                                                   "file_ending": ".nii.gz", "numTraining": 4}))
-    return root
-
-
 def train_args(dataset, tmp_path, *extra):
     return ["train", str(dataset), "--preprocessed", str(tmp_path / "pre"), "--run-dir", str(tmp_path / "run"),
             "--folds", "2", "--epochs", "3", "--iterations", "4", "--validate-every", "1", "--features", "8", "16",

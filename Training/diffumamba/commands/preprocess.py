@@ -18,13 +18,13 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``preprocess`` and ``train``: which dataset, where its cache goes, how to plan."""
+def add_plan_arguments(parser: argparse.ArgumentParser, network: bool = True) -> None:
+    """Options shared by ``preprocess``, ``train`` and ``experiment``: which dataset, where its cache goes, how to plan."""
     parser.add_argument("dataset", type=Path, help="nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)")
     parser.add_argument("--preprocessed", "--out", dest="out", type=Path, required=True,
                         help="folder for the fingerprint and the preprocessed cases of each plan")
-    parser.add_argument("--network", choices=NETWORK_NAMES, default="diffumamba")
-    parser.add_argument("--dims", type=int, choices=(2, 3), default=3)
+    if network:
+        parser.add_argument("--network", choices=NETWORK_NAMES, default="diffumamba")
     parser.add_argument("--memory-gb", type=float, default=8.0, help="training memory budget (default 8)")
     parser.add_argument("--max-patch", type=int, nargs="+", metavar="N", help="upper bound of the patch size")
     parser.add_argument("--features", type=int, nargs=2, default=[32, 320], metavar=("BASE", "MAX"),
@@ -33,10 +33,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.pipeline import prepare
+    from .train import prepare_from_args
 
-    prepared = prepare(args.dataset, args.out, args.network, args.dims, args.memory_gb, args.max_patch,
-                       amp=not args.no_amp, base_features=args.features[0], max_features=args.features[1])
+    prepared = prepare_from_args(args, args.network)
     plan = prepared.plan
     print(f"target spacing {plan.target_spacing} mm, patch {plan.patch_size}, batch {plan.batch_size}, "
           f"{plan.network_config().n_stages} stages")

@@ -18,37 +18,57 @@ def add_parser(commands) -> None:
     add_plan_arguments(parser)
     parser.add_argument("--run-dir", dest="run_dir", type=Path, required=True, help="output folder of this training run")
     parser.add_argument("--fold", default="0", help="fold index or 'all' (train and validate on every case)")
+    add_training_arguments(parser)
+    parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
+    parser.set_defaults(run=run)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``experiment``: splits, data budget and optimisation budget."""
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    parser.add_argument("--group-pattern", metavar="REGEX",
+                        help="keep cases of one patient in one fold: a regex whose first group names the patient, "
+                             "e.g. '^(\\d+)_' (used when the splits are first made)")
     parser.add_argument("--train-fraction", type=float, default=1.0,
                         help="train on a seeded subset of the fold's training cases (e.g. 0.16)")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
     parser.add_argument("--lr", type=float, help="initial learning rate (default 1e-3 diffumamba, 1e-2 others)")
     parser.add_argument("--batch-size", type=int, help="default: the plan's")
-    parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
-    parser.set_defaults(run=run)
+
+
+def training_settings(args: argparse.Namespace, seed: int, validate_every: int = 50):
+    from ..training.trainer import TrainSettings
+
+    return TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
+                         validate_every=validate_every, augment=not args.no_augment, elastic=args.elastic,
+                         seed=seed, device=args.device)
+
+
+def prepare_from_args(args: argparse.Namespace, network: str):
+    from ..data.pipeline import prepare
+
+    return prepare(args.dataset, args.out, network, args.memory_gb, args.max_patch, amp=not args.no_amp,
+                   base_features=args.features[0], max_features=args.features[1])
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.cache import load_case
-    from ..data.pipeline import prepare
     from ..files import atomic_write_text
     from ..training.sampling import TrainingCase
     from ..training.splits import fold_cases, load_or_create_splits, subset
-    from ..training.trainer import Trainer, TrainSettings
+    from ..training.trainer import Trainer
 
     if args.resume and not (args.run_dir / "last.safetensors").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {args.run_dir / 'last.safetensors'}")
-    prepared = prepare(args.dataset, args.out, args.network, args.dims, args.memory_gb, args.max_patch,
-                       amp=not args.no_amp, base_features=args.features[0], max_features=args.features[1])
+    prepared = prepare_from_args(args, args.network)
     names = [c.name for c in prepared.cases]
-    splits = load_or_create_splits(args.dataset / "splits_final.json", names, args.folds) if args.fold != "all" \
-        else None
+    splits = load_or_create_splits(args.dataset / "splits_final.json", names, args.folds,
+                                   group_pattern=args.group_pattern) if args.fold != "all" else None
     train_names, val_names = fold_cases(splits, names, args.fold)
     if args.train_fraction < 1:
         train_names = subset(train_names, args.train_fraction, args.seed)
@@ -56,18 +76,13 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(args.run_dir / "cases.json", json.dumps({"fold": args.fold, "train_fraction": args.train_fraction,
                                                            "seed": args.seed, "train": train_names,
                                                            "val": val_names}, indent=2) + "\n")
-
-    def load(name):
-        data, label, _ = load_case(prepared.folder, name)
-        return TrainingCase.from_arrays(name, data, label, seed=args.seed)
-
     plan = prepared.plan
-    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
-                             validate_every=args.validate_every, augment=not args.no_augment, elastic=args.elastic,
-                             seed=args.seed, device=args.device)
     meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names}}
-    trainer = Trainer(plan.network_config(), [load(n) for n in train_names], [load(n) for n in val_names],
-                      args.run_dir, settings, batch_size=args.batch_size or plan.batch_size, meta=meta)
+    trainer = Trainer(plan.network_config(),
+                      [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in train_names],
+                      [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in val_names],
+                      args.run_dir, training_settings(args, args.seed, args.validate_every),
+                      batch_size=args.batch_size or plan.batch_size, meta=meta)
     if args.resume:
         trainer.resume()
         print(f"resuming after epoch {trainer.start_epoch}")

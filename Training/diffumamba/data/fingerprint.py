@@ -14,6 +14,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from ..geometry import grid_differences
+from ..imageio import read_scalar_image
 from .dataset import Case, RawDataset
 
 __all__ = ["read_case", "nonzero_bbox", "compute_fingerprint", "fingerprint_hash"]
@@ -29,22 +31,21 @@ def read_case(case: Case):
     images = []
     for path in case.images:
         try:
-            images.append(sitk.ReadImage(str(path)))
-        except RuntimeError as err:
-            raise ValueError(f"{case.name}: cannot read {path.name}: {str(err).strip().splitlines()[-1]}") from None
+            images.append(read_scalar_image(path, "give one file per channel"))
+        except ValueError as err:
+            raise ValueError(f"{case.name}: {err}") from None
     label_image = None
     if case.label is not None:
         try:
-            label_image = sitk.ReadImage(str(case.label))
-        except RuntimeError as err:
-            raise ValueError(f"{case.name}: cannot read {case.label.name}: {str(err).strip().splitlines()[-1]}") from None
+            label_image = read_scalar_image(case.label, "expected a single-component label map")
+        except ValueError as err:
+            raise ValueError(f"{case.name}: {err}") from None
     reference = images[0]
     for other, path in [*zip(images[1:], case.images[1:]), *([(label_image, case.label)] if label_image else [])]:
-        if (other.GetSize() != reference.GetSize()
-                or not np.allclose(other.GetSpacing(), reference.GetSpacing(), rtol=1e-4)
-                or not np.allclose(other.GetOrigin(), reference.GetOrigin(), atol=1e-2)
-                or not np.allclose(other.GetDirection(), reference.GetDirection(), atol=1e-4)):
-            raise ValueError(f"{case.name}: {path.name} is not on the grid of {case.images[0].name}")
+        problems = grid_differences(other, reference)
+        if problems:
+            raise ValueError(f"{case.name}: {path.name} is not on the grid of {case.images[0].name}: "
+                             + "; ".join(problems))
     data = np.stack([sitk.GetArrayFromImage(image).astype(np.float32) for image in images])
     label = sitk.GetArrayFromImage(label_image).astype(np.int16) if label_image is not None else None
     return data, label, tuple(reversed(reference.GetSpacing())), reference

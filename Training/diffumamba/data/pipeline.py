@@ -26,7 +26,7 @@ class Prepared:
     fingerprint_file: Path
 
 
-def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", dims: int = 3, memory_gb: float = 8.0,
+def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_gb: float = 8.0,
             max_patch: Optional[Sequence[int]] = None, amp: bool = True, base_features: int = 32,
             max_features: int = 320, show_progress: bool = True) -> Prepared:
     from tqdm import tqdm
@@ -36,15 +36,15 @@ def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", dims: in
 
     dataset = RawDataset(dataset_path)
     cases = dataset.training_cases()
-    if max_patch and len(max_patch) != dims:
-        raise ValueError(f"--max-patch needs {dims} numbers")
+    if max_patch and len(max_patch) != 3:
+        raise ValueError("--max-patch needs 3 numbers (z y x)")
     out.mkdir(parents=True, exist_ok=True)
     fingerprint_file = out / "fingerprint.json"
     fingerprint = json.loads(fingerprint_file.read_text()) if fingerprint_file.exists() else None
     if fingerprint is None or fingerprint.get("cases") != [c.name for c in cases]:
         fingerprint = compute_fingerprint(dataset, cases, progress=progress("fingerprint"))
         atomic_write_text(fingerprint_file, json.dumps(fingerprint, indent=2) + "\n")
-    plan = make_plan(fingerprint, fingerprint_hash(fingerprint), network, dims, memory_gb, max_patch=max_patch,
+    plan = make_plan(fingerprint, fingerprint_hash(fingerprint), network, 3, memory_gb, max_patch=max_patch,
                      mixed_precision=amp, base_features=base_features, max_features=max_features)
     folder, computed = preprocess_cases(cases, plan, out, progress=progress("preprocess"))
     return Prepared(dataset, cases, plan, folder, computed, fingerprint_file)

@@ -42,7 +42,6 @@ def run_demo(out: Path, n_train: int = 6, epochs: int = 12, iterations: int = 12
              progress: bool = True) -> dict:
     import SimpleITK as sitk
 
-    from ..data.cache import load_case
     from ..data.pipeline import prepare
     from ..evaluation.report import evaluate_folders, summarise, write_reports
     from ..inference.predictor import predict_label_map
@@ -57,7 +56,7 @@ def run_demo(out: Path, n_train: int = 6, epochs: int = 12, iterations: int = 12
     prepared = prepare(dataset, out / "preprocessed", "diffumamba", max_patch=[24, 64, 64], amp=False,
                        base_features=8, max_features=64, show_progress=progress)
     plan = prepared.plan
-    cases = [TrainingCase.from_arrays(c.name, *load_case(prepared.folder, c.name)[:2]) for c in prepared.cases]
+    cases = [TrainingCase.from_cache(prepared.folder, c.name) for c in prepared.cases]
     settings = TrainSettings(epochs=epochs, iterations_per_epoch=iterations, initial_lr=1e-2,
                              validate_every=max(1, epochs // 3), seed=seed, device="cpu")
     trainer = Trainer(plan.network_config(), cases[:-1], cases[-1:], out / "run", settings, batch_size=2,

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry import grid_differences
+from ..imageio import read_scalar_image
+
 __all__ = ["IMAGE_SUFFIXES", "case_id", "read_label_map", "check_same_grid"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
@@ -24,13 +27,7 @@ def read_label_map(path: Path):
     """Read an integer label map with SimpleITK; a clear error for unreadable or non-integer files."""
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise ValueError(f"cannot read {path}: {str(err).strip().splitlines()[-1]}") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                         "expected a single-component label map")
+    image = read_scalar_image(path, "expected a single-component label map")
     array = sitk.GetArrayFromImage(image)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.equal(np.mod(array, 1), 0)):
@@ -41,14 +38,6 @@ def read_label_map(path: Path):
 
 def check_same_grid(pred, ref, pred_path: Path, ref_path: Path) -> None:
     """Refuse a prediction that is not on the reference grid (size, spacing, origin, direction)."""
-    problems = []
-    if pred.GetSize() != ref.GetSize():
-        problems.append(f"size {pred.GetSize()} vs {ref.GetSize()}")
-    if not np.allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-4, atol=1e-5):
-        problems.append(f"spacing {pred.GetSpacing()} vs {ref.GetSpacing()}")
-    if not np.allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-2):
-        problems.append(f"origin {pred.GetOrigin()} vs {ref.GetOrigin()}")
-    if not np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4):
-        problems.append("direction differs")
+    problems = grid_differences(pred, ref)
     if problems:
         raise ValueError(f"{pred_path.name} is not on the grid of {ref_path.name}: " + "; ".join(problems))

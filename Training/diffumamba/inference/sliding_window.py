@@ -13,10 +13,13 @@ __all__ = ["sliding_window_logits"]
 
 @torch.no_grad()
 def sliding_window_logits(network: nn.Module, data: np.ndarray, patch_size: Sequence[int], overlap: float = 0.5,
-                          device: str | torch.device = "cpu") -> torch.Tensor:
+                          device: str | torch.device = "cpu", batch_size: int = 2) -> torch.Tensor:
     """Logits (classes, *spatial) for ``data`` (channels, *spatial), full-resolution head only.
 
-    Patches are blended with a Gaussian weight, as nnU-Net does, so patch borders do not show.
+    Patches are blended with a Gaussian weight, as nnU-Net does, so patch borders do not show. Patches
+    go through the network two at a time by default: on CPU, PyTorch runs a batch of one small 3D
+    patch through its slow native convolution instead of oneDNN (its heuristic looks at N*C*D*H only),
+    which made a 20 x 64 x 64 sliding window 4.7x slower with batch 1 than with batch 2.
     """
     from monai.inferers import sliding_window_inference
 
@@ -25,7 +28,7 @@ def sliding_window_logits(network: nn.Module, data: np.ndarray, patch_size: Sequ
     network.decoder.deep_supervision = False
     try:
         image = torch.from_numpy(np.ascontiguousarray(data))[None].float().to(device)
-        logits = sliding_window_inference(image, list(patch_size), 1, network, overlap=overlap, mode="gaussian")
+        logits = sliding_window_inference(image, list(patch_size), batch_size, network, overlap=overlap, mode="gaussian")
     finally:
         network.decoder.deep_supervision = deep
         network.train(was_training)

@@ -38,6 +38,14 @@ class TrainingCase:
             locations[int(value)] = where
         return cls(name, data, label, locations)
 
+    @classmethod
+    def from_cache(cls, folder, name: str, seed: int = 0) -> "TrainingCase":
+        """A case from the preprocessed cache of a plan (``data.cache``)."""
+        from ..data.cache import load_case
+
+        data, label, _ = load_case(folder, name)
+        return cls.from_arrays(name, data, label, seed=seed)
+
 
 class PatchSampler:
     """Draws batches of (data, label) patches.

@@ -1,0 +1,91 @@
+"""``diffumamba experiment``: the statistics on hand-computed numbers, grouped splits, and a whole small
+experiment (two networks, two folds) that trains, scores, tabulates and restarts without retraining."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from diffumamba.cli import main
+from diffumamba.experiment.statistics import compare, markdown_table, paired_difference
+from diffumamba.training.splits import kfold_splits, load_or_create_splits
+
+
+def test_paired_difference_matches_hand_computation():
+    result = paired_difference([0.6, 0.7, 0.8], [0.5, 0.5, 0.5])
+    half = 4.302653 * 0.1 / math.sqrt(3)          # t(0.975, 2) * sd / sqrt(n)
+    assert result["mean"] == pytest.approx(0.2)
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(0.2 - half, abs=1e-6), pytest.approx(0.2 + half, abs=1e-6))
+    assert result["p_wilcoxon"] == pytest.approx(0.25)   # exact: 2 / 2^3
+    assert math.isnan(paired_difference([0.6], [0.5])["ci_low"])
+
+
+def rows(network, values, seed=0):
+    return [{"network": network, "label": "GTV", "fold": 0, "seed": seed, "case": f"c{i}", "dice": d,
+             "hd95_mm": 10 * (1 - d), "pred_empty": d == 0, "ref_empty": False} for i, d in enumerate(values)]
+
+
+def test_compare_averages_seeds_per_case_before_pairing():
+    table = compare(rows("resunet", [0.5, 0.5]) + rows("diffumamba", [0.6, 0.8]) + rows("diffumamba", [0.8, 0.8], seed=1),
+                    baseline="resunet")
+    base, mine = table
+    assert base["dice"]["mean"] == pytest.approx(0.5) and "vs_baseline" not in base["dice"]
+    assert mine["runs"] == 2 and mine["dice"]["n"] == 2
+    assert mine["dice"]["mean"] == pytest.approx(0.75)                   # case means 0.7 and 0.8
+    assert mine["dice"]["vs_baseline"]["mean"] == pytest.approx(0.25)
+    assert mine["hd95_mm"]["vs_baseline"]["mean"] == pytest.approx(-2.5)
+    text = markdown_table(table, "resunet")
+    assert "| GTV | diffumamba | 2 | 2 | 0.750 ± 0.071 | 2.5 ± 0.7 | +0.250 [" in text and "(baseline)" in text
+
+
+def test_grouped_splits_keep_a_patient_in_one_fold(tmp_path):
+    names = [f"{p:02d}_{t}" for p in (1, 2, 5, 7, 9, 10) for t in ("pre", "post")]
+    splits = kfold_splits(names, 3, group_pattern=r"^(\d+)_")
+    for split in splits:
+        assert len(split["val"]) == 4
+        assert not {n[:2] for n in split["train"]} & {n[:2] for n in split["val"]}
+    assert sorted(n for s in splits for n in s["val"]) == sorted(names)
+    path = tmp_path / "splits_final.json"
+    mixed = [{"train": [n for n in names if n != "01_post"], "val": ["01_post"]},
+             {"train": ["01_post"], "val": [n for n in names if n != "01_post"]}]
+    path.write_text(json.dumps(mixed))             # made without groups: patient 01 on both sides
+    with pytest.raises(ValueError, match="one group in training and validation"):
+        load_or_create_splits(path, names, 2, group_pattern=r"^(\d+)_")
+    assert load_or_create_splits(path, names, 2) == mixed
+    with pytest.raises(ValueError, match="does not match the group pattern"):
+        kfold_splits(names + ["x"], 3, group_pattern=r"^(\d+)_")
+
+
+def experiment_args(dataset, tmp_path, *extra):
+    return ["experiment", str(dataset), "--preprocessed", str(tmp_path / "pre"), "--results", str(tmp_path / "exp"),
+            "--networks", "resunet", "diffumamba", "--folds", "2", "--epochs", "2", "--iterations", "3",
+            "--features", "8", "16", "--max-patch", "16", "32", "32", "--lr", "0.01", *extra]
+
+
+def test_experiment_trains_scores_tabulates_and_restarts(phantoms, tmp_path, capsys):
+    assert main(experiment_args(phantoms, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "| tumour | resunet | 2 | 4 |" in out and "| tumour | diffumamba | 2 | 4 |" in out
+    results = list(csv.DictReader((tmp_path / "exp" / "results.csv").open()))
+    assert len(results) == 8                                    # 2 networks x 4 held-out cases (2 folds)
+    assert {r["case"] for r in results if r["network"] == "diffumamba"} == {"c0", "c1", "c2", "c3"}
+    assert all(0 <= float(r["dice"]) <= 1 and float(r["train_seconds"]) > 0 for r in results)
+    splits = json.loads((phantoms / "splits_final.json").read_text())
+    header = json.loads((tmp_path / "exp" / "runs" / "fold1_seed0" / "diffumamba" / "metrics.json").read_text())
+    assert {r["case"] for r in header["rows"]} == set(splits[1]["val"])
+    summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert summary[1]["dice"]["vs_baseline"]["n"] == 4
+
+    metrics = tmp_path / "exp" / "runs" / "fold0_seed0" / "resunet" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    assert main(experiment_args(phantoms, tmp_path)) == 0       # finished runs are reused, not retrained
+    assert metrics.stat().st_mtime_ns == stamp
+    assert main(experiment_args(phantoms, tmp_path, "--table-only")) == 0
+    assert main(experiment_args(phantoms, tmp_path, "--seeds", "1")) == 2
+    assert "holds an experiment with other settings" in capsys.readouterr().err
+
+
+def test_experiment_refuses_a_baseline_it_does_not_run(phantoms, tmp_path, capsys):
+    assert main(experiment_args(phantoms, tmp_path, "--baseline", "umambabot")) == 2
+    assert "baseline 'umambabot' must be one of the networks" in capsys.readouterr().err

@@ -1,0 +1,77 @@
+"""``diffumamba experiment``: several networks, same splits and budget, one comparison table."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..nets import NETWORK_NAMES
+from .preprocess import add_plan_arguments
+from .train import add_training_arguments
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "experiment", help="compare networks over folds and seeds under one budget",
+        description="Plan once, then train every network on every chosen fold and seed with the same splits, "
+                    "training cases, patch, features and iterations; score each run's last checkpoint on its "
+                    "fold's held-out cases on the original grid; print mean ± sd Dice and HD95 per network and "
+                    "the paired per-case difference to the baseline with its 95%% CI. Results go to "
+                    "RESULTS/results.csv, table.md and summary.json; finished runs are reused when restarted.")
+    add_plan_arguments(parser, network=False)
+    parser.add_argument("--results", type=Path, required=True, help="experiment output folder")
+    parser.add_argument("--networks", nargs="+", choices=NETWORK_NAMES, default=list(NETWORK_NAMES))
+    parser.add_argument("--baseline", default="resunet", choices=NETWORK_NAMES)
+    parser.add_argument("--fold-list", type=int, nargs="+", metavar="FOLD", help="folds to run (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    add_training_arguments(parser)
+    parser.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the finished runs; train nothing")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiment.runner import ExperimentSpec, experiment_rows, run_experiment
+    from ..experiment.statistics import compare, markdown_table
+    from ..files import atomic_write_text
+    from .train import prepare_from_args, training_settings
+
+    if args.table_only:
+        rows = experiment_rows(args.results)
+        if not rows:
+            raise FileNotFoundError(f"no finished run under {args.results}")
+    else:
+        prepared = prepare_from_args(args, args.baseline)
+        settings = training_settings(args, seed=0, validate_every=10**9)
+        training = {k: v for k, v in vars(settings).items() if k not in ("seed", "validate_every")}
+        spec = ExperimentSpec(networks=args.networks, baseline=args.baseline, n_folds=args.folds,
+                              folds=args.fold_list if args.fold_list is not None else list(range(args.folds)),
+                              seeds=args.seeds, train_fraction=args.train_fraction, group_pattern=args.group_pattern,
+                              batch_size=args.batch_size or prepared.plan.batch_size,
+                              nsd_tolerance_mm=args.nsd_tolerance, training=training)
+        plan = prepared.plan
+        print(f"plan: patch {plan.patch_size}, spacing {plan.target_spacing}, features "
+              f"{plan.network['features_per_stage']}, batch {spec.batch_size}")
+        rows = run_experiment(prepared, spec, args.results)
+    entries = compare(rows, args.baseline)
+    table = markdown_table(entries, args.baseline)
+    atomic_write_text(args.results / "results.csv", _csv(rows))
+    atomic_write_text(args.results / "summary.json", json.dumps(entries, indent=2) + "\n")
+    atomic_write_text(args.results / "table.md", table)
+    print(table, end="")
+    print(f"per-case results: {args.results / 'results.csv'}")
+    return 0
+
+
+def _csv(rows: list[dict]) -> str:
+    columns = ["network", "fold", "seed", "case", "label", "dice", "hd95_mm", "assd_mm", "nsd",
+               "ref_volume_ml", "pred_volume_ml", "ref_empty", "pred_empty", "train_seconds"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
+    return buffer.getvalue()

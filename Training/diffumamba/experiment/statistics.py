@@ -1,0 +1,82 @@
+"""The comparison table: mean ± sd per network and the paired difference to a baseline with its 95% CI.
+
+The unit of pairing is the case: each case's metric is first averaged over seeds (seeds are repeated
+measurements of one case, not independent cases), then the per-case differences network - baseline give
+a mean with a Student-t 95% confidence interval and a two-sided Wilcoxon signed-rank p-value.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from typing import Sequence
+
+__all__ = ["case_means", "compare", "markdown_table"]
+
+METRICS = ("dice", "hd95_mm")
+
+
+def case_means(rows: Sequence[dict], metric: str) -> dict[tuple[str, str], dict[str, float]]:
+    """(network, label) -> {case: metric averaged over seeds}."""
+    values: dict = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        values[(row["network"], row["label"])][row["case"]].append(float(row[metric]))
+    return {key: {case: statistics.fmean(v) for case, v in cases.items()} for key, cases in values.items()}
+
+
+def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict:
+    """Mean difference with a t-based 95% CI and the Wilcoxon signed-rank p-value."""
+    from scipy import stats
+
+    differences = [a - b for a, b in zip(values, baseline)]
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "p_wilcoxon": math.nan, "n": n}
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    nonzero = [d for d in differences if d != 0]
+    p = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 1 else 1.0
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p_wilcoxon": p, "n": n}
+
+
+def compare(rows: Sequence[dict], baseline: str) -> list[dict]:
+    """One entry per (network, label): n cases, mean/sd per metric, paired difference to ``baseline``."""
+    per_metric = {metric: case_means(rows, metric) for metric in METRICS}
+    networks = list(dict.fromkeys(r["network"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    entries = []
+    for label in labels:
+        for network in networks:
+            entry = {"network": network, "label": label,
+                     "runs": len({(r["fold"], r["seed"]) for r in rows if r["network"] == network}),
+                     "empty_predictions": sum(bool(r["pred_empty"]) and not bool(r["ref_empty"]) for r in rows
+                                              if r["network"] == network and r["label"] == label)}
+            for metric in METRICS:
+                mine = per_metric[metric].get((network, label), {})
+                base = per_metric[metric].get((baseline, label), {})
+                values = list(mine.values())
+                entry[metric] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1
+                                 else 0.0, "n": len(values)}
+                if network != baseline and base:
+                    common = sorted(set(mine) & set(base))
+                    entry[metric]["vs_baseline"] = paired_difference([mine[c] for c in common], [base[c] for c in common])
+            entries.append(entry)
+    return entries
+
+
+def markdown_table(entries: Sequence[dict], baseline: str) -> str:
+    lines = ["| label | network | runs | cases | Dice mean ± sd | HD95 (mm) mean ± sd | "
+             f"ΔDice vs {baseline} [95% CI], p | ΔHD95 vs {baseline} (mm) [95% CI], p | empty predictions |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        cells = [e["label"], e["network"], str(e["runs"]), str(e["dice"]["n"]),
+                 f"{e['dice']['mean']:.3f} ± {e['dice']['sd']:.3f}", f"{e['hd95_mm']['mean']:.1f} ± {e['hd95_mm']['sd']:.1f}"]
+        for metric, digits in (("dice", 3), ("hd95_mm", 1)):
+            d = e[metric].get("vs_baseline")
+            cells.append("(baseline)" if e["network"] == baseline else "n/a" if d is None else
+                         f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], "
+                         f"p={d['p_wilcoxon']:.2g}")
+        cells.append(str(e["empty_predictions"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

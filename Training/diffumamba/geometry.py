@@ -1,0 +1,25 @@
+"""Comparing image grids: every place two images must line up voxel for voxel uses one rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["grid_differences"]
+
+
+def grid_differences(a, b) -> list[str]:
+    """How grid ``a`` differs from grid ``b`` (SimpleITK images): size, spacing, origin, direction; empty if equal.
+
+    Tolerances absorb the rounding of header formats (NIfTI stores float32), not real offsets:
+    spacing to 1e-4 relative, origin to 0.01 mm, direction cosines to 1e-4.
+    """
+    problems = []
+    if a.GetSize() != b.GetSize():
+        problems.append(f"size {a.GetSize()} vs {b.GetSize()}")
+    if not np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4, atol=1e-5):
+        problems.append(f"spacing {a.GetSpacing()} vs {b.GetSpacing()}")
+    if not np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-2):
+        problems.append(f"origin {a.GetOrigin()} vs {b.GetOrigin()}")
+    if not np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4):
+        problems.append("direction differs")
+    return problems

@@ -1,0 +1,24 @@
+"""Reading one image file with SimpleITK and a message a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["read_scalar_image"]
+
+
+def read_scalar_image(path: Path, hint: str = "expected one value per voxel"):
+    """The image at ``path``; unreadable files and multi-component (vector/RGB) images raise ValueError.
+
+    SimpleITK's own message is several lines of C++ context; only its last line (the reason) is kept.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise ValueError(f"cannot read {path.name}: {str(err).strip().splitlines()[-1]}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path.name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; {hint}")
+    return image
