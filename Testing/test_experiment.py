@@ -39,6 +39,15 @@ def test_compare_averages_seeds_per_case_before_pairing():
     assert "| GTV | diffumamba | 2 | 2 | 0.750 ± 0.071 | 2.5 ± 0.7 | +0.250 [" in text and "(baseline)" in text
 
 
+def test_grouped_cases_are_paired_per_patient():
+    both = rows("resunet", [0.5, 0.5, 0.5, 0.5]) + rows("diffumamba", [0.9, 0.5, 0.6, 0.6])
+    groups = {"c0": "p1", "c1": "p1", "c2": "p2", "c3": "p2"}
+    mine = compare(both, "resunet", groups)[1]
+    assert mine["dice"]["n"] == 2 and mine["dice"]["mean"] == pytest.approx(0.65)   # patients 0.7 and 0.6
+    assert mine["dice"]["vs_baseline"]["n"] == 2 and mine["dice"]["vs_baseline"]["mean"] == pytest.approx(0.15)
+    assert "| label | network | runs | patients |" in markdown_table(compare(both, "resunet", groups), "resunet", "patients")
+
+
 def test_grouped_splits_keep_a_patient_in_one_fold(tmp_path):
     names = [f"{p:02d}_{t}" for p in (1, 2, 5, 7, 9, 10) for t in ("pre", "post")]
     splits = kfold_splits(names, 3, group_pattern=r"^(\d+)_")

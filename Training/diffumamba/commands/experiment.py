@@ -19,7 +19,7 @@ def add_parser(commands) -> None:
         description="Plan once, then train every network on every chosen fold and seed with the same splits, "
                     "training cases, patch, features and iterations; score each run's last checkpoint on its "
                     "fold's held-out cases on the original grid; print mean ± sd Dice and HD95 per network and "
-                    "the paired per-case difference to the baseline with its 95%% CI. Results go to "
+                    "the paired difference to the baseline with its 95%% CI, per case or, with --group-pattern, per patient. Results go to "
                     "RESULTS/results.csv, table.md and summary.json; finished runs are reused when restarted.")
     add_plan_arguments(parser, network=False)
     parser.add_argument("--results", type=Path, required=True, help="experiment output folder")
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment.runner import ExperimentSpec, experiment_rows, run_experiment
     from ..experiment.statistics import compare, markdown_table
     from ..files import atomic_write_text
+    from ..training.splits import case_groups
     from .train import prepare_from_args, training_settings
 
     if args.table_only:
@@ -56,8 +57,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"plan: patch {plan.patch_size}, spacing {plan.target_spacing}, features "
               f"{plan.network['features_per_stage']}, batch {spec.batch_size}")
         rows = run_experiment(prepared, spec, args.results)
-    entries = compare(rows, args.baseline)
-    table = markdown_table(entries, args.baseline)
+    spec = json.loads((args.results / "experiment.json").read_text())["spec"]
+    rows = sorted(rows, key=lambda row: spec["networks"].index(row["network"]))   # the order asked for
+    group_pattern = spec["group_pattern"]
+    groups = case_groups(sorted({r["case"] for r in rows}), group_pattern) if group_pattern else None
+    entries = compare(rows, args.baseline, groups)
+    table = markdown_table(entries, args.baseline, "patients" if groups else "cases")
     atomic_write_text(args.results / "results.csv", _csv(rows))
     atomic_write_text(args.results / "summary.json", json.dumps(entries, indent=2) + "\n")
     atomic_write_text(args.results / "table.md", table)

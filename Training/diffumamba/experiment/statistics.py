@@ -1,8 +1,9 @@
 """The comparison table: mean ± sd per network and the paired difference to a baseline with its 95% CI.
 
-The unit of pairing is the case: each case's metric is first averaged over seeds (seeds are repeated
-measurements of one case, not independent cases), then the per-case differences network - baseline give
-a mean with a Student-t 95% confidence interval and a two-sided Wilcoxon signed-rank p-value.
+The unit of pairing is the independent unit: the case, or the patient when cases are grouped (two visits of
+one patient are not independent samples). Each unit's metric is first averaged over seeds (repeated
+measurements of one unit) and over its cases, then the per-unit differences network - baseline give a mean
+with a Student-t 95% confidence interval and a two-sided Wilcoxon signed-rank p-value.
 """
 
 from __future__ import annotations
@@ -10,19 +11,29 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
-__all__ = ["case_means", "compare", "markdown_table"]
+__all__ = ["unit_means", "paired_difference", "compare", "markdown_table"]
 
 METRICS = ("dice", "hd95_mm")
 
 
-def case_means(rows: Sequence[dict], metric: str) -> dict[tuple[str, str], dict[str, float]]:
-    """(network, label) -> {case: metric averaged over seeds}."""
-    values: dict = defaultdict(lambda: defaultdict(list))
+def unit_means(rows: Sequence[dict], metric: str, groups: Optional[Mapping[str, str]] = None
+               ) -> dict[tuple[str, str], dict[str, float]]:
+    """(network, label) -> {unit: metric averaged over seeds, then over the unit's cases}.
+
+    ``groups`` maps case -> group (patient); without it every case is its own unit.
+    """
+    per_case: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        values[(row["network"], row["label"])][row["case"]].append(float(row[metric]))
-    return {key: {case: statistics.fmean(v) for case, v in cases.items()} for key, cases in values.items()}
+        per_case[(row["network"], row["label"])][row["case"]].append(float(row[metric]))
+    result = {}
+    for key, cases in per_case.items():
+        units: dict = defaultdict(list)
+        for case, values in cases.items():
+            units[groups[case] if groups else case].append(statistics.fmean(values))
+        result[key] = {unit: statistics.fmean(v) for unit, v in units.items()}
+    return result
 
 
 def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict:
@@ -40,9 +51,9 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p_wilcoxon": p, "n": n}
 
 
-def compare(rows: Sequence[dict], baseline: str) -> list[dict]:
-    """One entry per (network, label): n cases, mean/sd per metric, paired difference to ``baseline``."""
-    per_metric = {metric: case_means(rows, metric) for metric in METRICS}
+def compare(rows: Sequence[dict], baseline: str, groups: Optional[Mapping[str, str]] = None) -> list[dict]:
+    """One entry per (network, label): n units, mean/sd per metric over units, paired difference to ``baseline``."""
+    per_metric = {metric: unit_means(rows, metric, groups) for metric in METRICS}
     networks = list(dict.fromkeys(r["network"] for r in rows))
     labels = list(dict.fromkeys(r["label"] for r in rows))
     entries = []
@@ -65,8 +76,8 @@ def compare(rows: Sequence[dict], baseline: str) -> list[dict]:
     return entries
 
 
-def markdown_table(entries: Sequence[dict], baseline: str) -> str:
-    lines = ["| label | network | runs | cases | Dice mean ± sd | HD95 (mm) mean ± sd | "
+def markdown_table(entries: Sequence[dict], baseline: str, unit: str = "cases") -> str:
+    lines = [f"| label | network | runs | {unit} | Dice mean ± sd | HD95 (mm) mean ± sd | "
              f"ΔDice vs {baseline} [95% CI], p | ΔHD95 vs {baseline} (mm) [95% CI], p | empty predictions |",
              "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:

@@ -167,8 +167,8 @@ class Trainer:
                 torch.distributed.barrier()
             rows.append(row)
             if progress:
-                print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, val Dice {row['val_dice']:.4f}, "
-                      f"{row['seconds']:.1f} s", flush=True)
+                validated = "" if math.isnan(row["val_dice"]) else f", val Dice {row['val_dice']:.4f}"
+                print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}{validated}, {row['seconds']:.1f} s", flush=True)
         if board is not None:
             board.close()
         return rows
