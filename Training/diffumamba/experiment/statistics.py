@@ -85,9 +85,15 @@ def markdown_table(entries: Sequence[dict], baseline: str, unit: str = "cases") 
                  f"{e['dice']['mean']:.3f} ± {e['dice']['sd']:.3f}", f"{e['hd95_mm']['mean']:.1f} ± {e['hd95_mm']['sd']:.1f}"]
         for metric, digits in (("dice", 3), ("hd95_mm", 1)):
             d = e[metric].get("vs_baseline")
-            cells.append("(baseline)" if e["network"] == baseline else "n/a" if d is None else
-                         f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], "
-                         f"p={d['p_wilcoxon']:.2g}")
+            if e["network"] == baseline:
+                cells.append("(baseline)")
+            elif d is None:
+                cells.append("n/a")
+            elif d["n"] < 2:
+                cells.append(f"{d['mean']:+.{digits}f} (one pair: no CI)")
+            else:
+                cells.append(f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], "
+                             f"p={d['p_wilcoxon']:.2g}")
         cells.append(str(e["empty_predictions"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
