@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SeriesInfo", "DicomFolder", "scan_folder", "choose_series", "read_series"]
+__all__ = ["SeriesInfo", "DicomFolder", "scan_folder", "choose_series", "sorted_slices", "read_series"]
 
 
 @dataclass(frozen=True)
@@ -87,19 +87,24 @@ def choose_series(found: DicomFolder, uid: Optional[str] = None, referenced: Opt
                      + "; ".join(s.describe() for s in candidates))
 
 
-def read_series(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing_tolerance: float = 0.01):
-    """The series as a SimpleITK image, after checking modality, orientation, and slice spacing.
+def sorted_slices(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing_tolerance: float = 0.01) -> list:
+    """The series' headers (no pixels) ordered along the slice normal, after checking modality, orientation
+    and slice spacing.
 
     Refused: another modality, mixed orientations or sizes, gantry tilt (slices not stacked along their
     normal), a single slice, and missing or irregular slices (gap deviating from the median by more than
-    ``spacing_tolerance`` of it), with the positions of the offending gap in the message.
+    ``spacing_tolerance`` of it), with the positions of the offending gap in the message. Each header gets a
+    ``filename`` attribute (its path).
     """
     import pydicom
-    import SimpleITK as sitk
 
     if info.modality not in modalities:
         raise ValueError(f"series {info.uid} is {info.modality or 'without modality'}, expected {'/'.join(modalities)}")
-    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in info.files]
+    headers = []
+    for path in info.files:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header.filename = str(path)
+        headers.append(header)
     orientations = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
     if np.abs(orientations - orientations[0]).max() > 1e-4:
         raise ValueError(f"series {info.uid} mixes slice orientations")
@@ -107,8 +112,7 @@ def read_series(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing_t
         raise ValueError(f"series {info.uid} mixes image sizes")
     if len(headers) < 2:
         raise ValueError(f"series {info.uid} has a single slice; a volume needs at least two")
-    row, column = orientations[0, :3], orientations[0, 3:]
-    normal = np.cross(row, column)
+    normal = np.cross(orientations[0, :3], orientations[0, 3:])
     positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
     order = np.argsort(positions @ normal)
     positions = positions[order]
@@ -125,8 +129,16 @@ def read_series(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing_t
     drift = positions - positions[0] - np.outer(along - along[0], normal)
     if np.abs(drift).max() > 0.01 * median + 1e-3:
         raise ValueError(f"series {info.uid} is not stacked along its slice normal (gantry tilt?); resample it first")
+    return [headers[i] for i in order]
+
+
+def read_series(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing_tolerance: float = 0.01):
+    """The series as a SimpleITK image (pixels rescaled, e.g. to HU), after the checks of ``sorted_slices``."""
+    import SimpleITK as sitk
+
+    headers = sorted_slices(info, modalities, spacing_tolerance)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(info.files[i]) for i in order])
+    reader.SetFileNames([h.filename for h in headers])
     try:
         image = reader.Execute()
     except RuntimeError as err:
