@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SeriesInfo", "DicomFolder", "scan_folder", "choose_series", "sorted_slices", "read_series"]
+__all__ = ["SeriesInfo", "DicomFolder", "scan_folder", "choose_series", "sorted_slices", "read_series", "read_pixels"]
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,17 @@ def sorted_slices(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing
 
 def read_series(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing_tolerance: float = 0.01):
     """The series as a SimpleITK image (pixels rescaled, e.g. to HU), after the checks of ``sorted_slices``."""
+    return read_pixels(sorted_slices(info, modalities, spacing_tolerance))
+
+
+def read_pixels(slices: Sequence):
+    """The image of headers already checked and ordered by ``sorted_slices``."""
     import SimpleITK as sitk
 
-    headers = sorted_slices(info, modalities, spacing_tolerance)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([h.filename for h in headers])
+    reader.SetFileNames([h.filename for h in slices])
     try:
-        image = reader.Execute()
+        return reader.Execute()
     except RuntimeError as err:
-        raise ValueError(f"cannot read the pixels of series {info.uid}: {str(err).strip().splitlines()[-1]}") from None
-    return image
+        raise ValueError(f"cannot read the pixels of series {slices[0].SeriesInstanceUID}: "
+                         f"{str(err).strip().splitlines()[-1]}") from None

@@ -1,6 +1,17 @@
-"""Predict a label map for one image with a trained checkpoint, on exactly the image's grid."""
+"""Predict one image with one or more checkpoints, on exactly the image's grid.
+
+Ensemble members (checkpoints, e.g. the folds of a cross-validation) and test-time mirrorings are
+averaged as softmax probabilities on the preprocessed grid, as nnU-Net does; the consensus label map is
+then mapped back onto the input grid. The optional uncertainty map is the fraction of members (network ×
+mirroring) whose own label disagrees with the consensus: 0 where all agree, high where an edit is likely
+needed.
+"""
 
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -9,17 +20,69 @@ from torch import nn
 from ..data.preprocessing import preprocess_case, restore_to_original
 from .sliding_window import sliding_window_logits
 
-__all__ = ["predict_label_map"]
+__all__ = ["Prediction", "predict_case", "predict_label_map", "mirror_sets", "check_same_plan"]
+
+PLAN_KEYS = ("target_spacing", "channel_names", "intensities", "image_order", "labels")
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray                         # (z, y, x) integer label map on the input grid
+    probabilities: Optional[np.ndarray] = None  # (classes, z, y, x) float32 on the input grid
+    uncertainty: Optional[np.ndarray] = None    # (z, y, x) float32 in [0, 1] on the input grid
+
+
+def mirror_sets(spatial_dims: int = 3) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes to flip (the identity first): nnU-Net's mirroring TTA."""
+    axes = range(spatial_dims)
+    return [combo for r in range(spatial_dims + 1) for combo in itertools.combinations(axes, r)]
+
+
+def check_same_plan(plans: Sequence[dict]) -> None:
+    """Ensemble members must preprocess identically (same spacing, channels, normalisation, labels)."""
+    for index, plan in enumerate(plans[1:], start=2):
+        different = [k for k in PLAN_KEYS if plan.get(k) != plans[0].get(k)]
+        if different:
+            raise ValueError(f"checkpoint {index} was trained with another preprocessing plan ({', '.join(different)} "
+                             "differ); ensemble only checkpoints of one plan, e.g. the folds of one experiment")
+
+
+def predict_case(networks: Sequence[nn.Module], plan: dict, data: np.ndarray, spacing, overlap: float = 0.5,
+                 device: str | torch.device = "cpu", mirror: bool = False, probabilities: bool = False,
+                 uncertainty: bool = False, progress: Optional[Callable[[str, float], None]] = None) -> Prediction:
+    """Label map (and optional maps) for ``data`` (channels, z, y, x) in original units.
+
+    ``plan`` is the checkpoints' plan (target spacing, channel names, intensity statistics, patch size);
+    ``progress(stage, fraction)`` is called after each member.
+    """
+    processed, _, properties = preprocess_case(data, None, spacing, plan["target_spacing"], plan["channel_names"],
+                                               plan["intensities"], plan.get("image_order", 3))
+    flips = mirror_sets(processed.ndim - 1) if mirror else [()]
+    members = [(network, flip) for network in networks for flip in flips]
+    total, votes = None, []
+    for index, (network, flip) in enumerate(members):
+        flipped = np.flip(processed, tuple(a + 1 for a in flip)) if flip else processed
+        logits = sliding_window_logits(network, np.ascontiguousarray(flipped), plan["patch_size"], overlap, device)
+        if flip:
+            logits = torch.flip(logits, [a + 1 for a in flip])
+        softmax = torch.softmax(logits.float(), 0)
+        total = softmax if total is None else total.add_(softmax)
+        if uncertainty:
+            votes.append(softmax.argmax(0).to(torch.uint8))
+        if progress:
+            progress("predict", (index + 1) / len(members))
+    mean = total / len(members)
+    consensus = mean.argmax(0)
+    result = Prediction(restore_to_original(consensus.numpy().astype(np.int16), properties))
+    if probabilities:
+        result.probabilities = restore_to_original(mean.numpy(), properties, is_label=False)
+    if uncertainty:
+        disagreement = torch.stack([vote != consensus for vote in votes]).float().mean(0).numpy()
+        result.uncertainty = restore_to_original(disagreement[None], properties, is_label=False)[0]
+    return result
 
 
 def predict_label_map(network: nn.Module, plan: dict, data: np.ndarray, spacing, overlap: float = 0.5,
                       device: str | torch.device = "cpu") -> np.ndarray:
-    """Label map (z, y, x) on the input array's grid for ``data`` (channels, z, y, x) in original units.
-
-    ``plan`` is the checkpoint's plan (target spacing, channel names, intensity statistics, patch size).
-    """
-    processed, _, properties = preprocess_case(data, None, spacing, plan["target_spacing"], plan["channel_names"],
-                                               plan["intensities"], plan.get("image_order", 3))
-    logits = sliding_window_logits(network, processed, plan["patch_size"], overlap, device)
-    labels = logits.argmax(0).numpy().astype(np.int16)
-    return restore_to_original(labels, properties)
+    """Label map (z, y, x) on the input array's grid with one network, no test-time augmentation."""
+    return predict_case([network], plan, data, spacing, overlap, device).labels

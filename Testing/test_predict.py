@@ -1,0 +1,117 @@
+"""``diffumamba predict``: image files and real DICOM series in, label maps / DICOM SEG / RTSTRUCT out on the
+input grid; ensembles, mirroring TTA, uncertainty, JSON progress, and refusals that leave nothing behind."""
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+
+from diffumamba.cli import main
+from diffumamba.dicom.rtstruct import rasterise, read_rtstruct, select_rois
+from diffumamba.dicom.seg import read_seg
+from diffumamba.dicom.series import choose_series, read_series, scan_folder
+from diffumamba.inference.predictor import predict_label_map
+from diffumamba.nets import NetworkConfig
+from diffumamba.training.checkpoint import load_model, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny Diff-UMamba trained for a few iterations on CT-like phantoms (the demo's generator)."""
+    from diffumamba.demo.run import write_dataset
+
+    root = tmp_path_factory.mktemp("predict")
+    write_dataset(root / "Dataset900_Phantom", 3, 1, seed=0)
+    assert main(["train", str(root / "Dataset900_Phantom"), "--preprocessed", str(root / "pre"), "--run-dir",
+                 str(root / "run"), "--fold", "all", "--epochs", "2", "--iterations", "2", "--features", "4", "8",
+                 "--max-patch", "16", "32", "32", "--no-amp", "--network", "diffumamba"]) == 0
+    return root, root / "run" / "last.safetensors"
+
+
+@pytest.fixture(scope="module")
+def everything_model(checkpoint):
+    """The same network with its heads biased to call every voxel GTV: a known, non-empty prediction."""
+    root, path = checkpoint
+    model, header = load_model(path)
+    with torch.no_grad():
+        for head in model.decoder.seg_layers:
+            head.bias.copy_(torch.tensor([-50.0, 50.0]))
+    out = root / "everything.safetensors"
+    save_checkpoint(out, model, NetworkConfig.from_dict(header["network"]),
+                    {k: v for k, v in header.items() if k not in ("network", "format", "provenance")})
+    return out
+
+
+def test_image_file_prediction_lies_on_the_input_grid(checkpoint, tmp_path, capsys):
+    root, model_path = checkpoint
+    image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
+    assert main(["predict", str(image_path), "--model", str(model_path), "--out", str(tmp_path / "out"),
+                 "--format", "nifti", "nrrd", "--progress", "none"]) == 0
+    image = sitk.ReadImage(str(image_path))
+    for suffix in (".nii.gz", ".nrrd"):
+        written = sitk.ReadImage(str(tmp_path / "out" / f"phantom03{suffix}"))
+        assert written.GetSize() == image.GetSize() and np.allclose(written.GetOrigin(), image.GetOrigin())
+        assert np.allclose(written.GetSpacing(), image.GetSpacing())
+    model, header = load_model(model_path)
+    expected = predict_label_map(model, header["plan"], sitk.GetArrayFromImage(image).astype(np.float32)[None],
+                                 tuple(reversed(image.GetSpacing())))
+    assert np.array_equal(sitk.GetArrayFromImage(written), expected)
+    assert "phantom03: GTV" in capsys.readouterr().out
+
+
+def test_ensemble_tta_uncertainty_and_json_progress(checkpoint, tmp_path, capsys):
+    root, model_path = checkpoint
+    folder = root / "Dataset900_Phantom" / "imagesTs"
+    assert main(["predict", str(folder), "--model", str(model_path), str(model_path), "--out", str(tmp_path / "same"),
+                 "--uncertainty", "--progress", "none"]) == 0
+    same = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "same" / "phantom03_uncertainty.nii.gz")))
+    assert not same.any()                                   # identical members never disagree
+    assert main(["predict", str(folder), "--model", str(model_path), str(model_path), "--out", str(tmp_path),
+                 "--tta", "--uncertainty", "--probabilities", "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    fractions = [line["fraction"] for line in lines]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert sum(line["stage"] == "predict" for line in lines) == 16 + 1      # 2 models x 8 mirrorings, + start
+    uncertainty = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "phantom03_uncertainty.nii.gz")))
+    probabilities = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "phantom03_probabilities.nii.gz")))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "phantom03.nii.gz")))
+    assert uncertainty.min() >= 0 and 0 < uncertainty.max() <= 1   # an under-trained model's mirrorings disagree
+    assert probabilities.shape == labels.shape and 0 <= probabilities.min() and probabilities.max() <= 1
+    inside = (probabilities > 0.5) == (labels == 1)
+    assert inside.mean() > 0.99        # argmax of two classes = threshold at 0.5, up to interpolation at edges
+
+
+def test_dicom_input_gives_seg_and_rtstruct_referencing_the_series(everything_model, shared_data, tmp_path, capsys):
+    case = shared_data / "sts_sarcoma_ibsi" / "STS_019" / "ct_dicom"
+    assert main(["predict", str(case), "--model", str(everything_model), "--out", str(tmp_path),
+                 "--format", "nifti", "dicom-seg", "rtstruct", "--progress", "none"]) == 0
+    series = choose_series(scan_folder(case / "image"))
+    image = read_series(series)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ct_dicom.nii.gz")))
+    assert labels.all()                                           # the biased model marks everything
+    seg_labels, names = read_seg(tmp_path / "ct_dicom_seg.dcm", image, series.frame_of_reference)
+    assert names == {1: "GTV"} and np.array_equal(seg_labels, labels)
+    structure_set = read_rtstruct(tmp_path / "ct_dicom_rtstruct.dcm")
+    assert structure_set.referenced_series == series.uid
+    assert np.array_equal(rasterise(select_rois(structure_set, "GTV"), image), labels)
+    assert pydicom.dcmread(tmp_path / "ct_dicom_seg.dcm").SeriesDescription.endswith("not clinically approved")
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(checkpoint, shared_data, tmp_path, capsys):
+    root, model_path = checkpoint
+    image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
+    out = tmp_path / "out"
+    assert main(["predict", str(image_path), "--model", str(model_path), "--out", str(out),
+                 "--format", "dicom-seg", "--progress", "none"]) == 2
+    assert "need a DICOM input series" in capsys.readouterr().err
+    mr = shared_data / "brain_tumor_progression" / "01" / "Pre_Scan_T1.nii.gz"
+    assert main(["predict", str(mr), "--model", str(model_path), "--out", str(out), "--progress", "none"]) == 2
+    assert "does not look like a CT" in capsys.readouterr().err
+    assert not any(out.iterdir())
+    pickle = tmp_path / "model.pth"
+    torch.save({"a": torch.zeros(1)}, pickle)
+    assert main(["predict", str(image_path), "--model", str(pickle), "--out", str(out)]) == 2
+    assert "error" in capsys.readouterr().err

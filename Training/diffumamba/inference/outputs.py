@@ -1,0 +1,74 @@
+"""Writing one prediction in the formats a clinic needs, every file on the input's grid and atomic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .inputs import InputCase
+from .predictor import Prediction
+
+__all__ = ["FORMATS", "write_prediction"]
+
+FORMATS = ("nifti", "nrrd", "dicom-seg", "rtstruct")
+DICOM_FORMATS = ("dicom-seg", "rtstruct")
+COLOR = (255, 0, 0)
+
+
+def write_prediction(case: InputCase, prediction: Prediction, out: Path, formats: Sequence[str],
+                     label_names: dict[int, str], warn: Callable[[str], None] = print) -> list[Path]:
+    """Write ``prediction`` of ``case`` into ``out``; returns the files written.
+
+    DICOM SEG and RTSTRUCT reference the input series and need a DICOM input; an empty prediction (no
+    tumour found) is written as a label map only, since neither DICOM object can hold an empty structure.
+    """
+    import SimpleITK as sitk
+
+    from ..imageio import write_image_atomic
+
+    if any(f in DICOM_FORMATS for f in formats) and case.slices is None:
+        raise ValueError(f"{case.name}: DICOM SEG and RTSTRUCT outputs need a DICOM input series")
+    written = []
+
+    def image_on_input_grid(array, vector=False):
+        image = sitk.GetImageFromArray(array, isVector=vector)
+        image.CopyInformation(case.image)
+        return image
+
+    labels = prediction.labels.astype(np.uint8)
+    for fmt, suffix in (("nifti", ".nii.gz"), ("nrrd", ".nrrd")):
+        if fmt in formats:
+            written.append(out / f"{case.name}{suffix}")
+            write_image_atomic(image_on_input_grid(labels), written[-1])
+    present = {v: n for v, n in label_names.items() if v != 0 and (labels == v).any()}
+    if not present and any(f in DICOM_FORMATS for f in formats):
+        warn(f"{case.name}: nothing segmented; no DICOM SEG or RTSTRUCT written")
+    elif "dicom-seg" in formats:
+        from ..dicom.seg import write_seg
+
+        written.append(out / f"{case.name}_seg.dcm")
+        write_seg(labels, present, case.slices, written[-1], colors={v: COLOR for v in present},
+                  software_version=_version())
+    if present and "rtstruct" in formats:
+        from ..dicom.rtstruct_writer import RoiMask, write_rtstruct
+
+        written.append(out / f"{case.name}_rtstruct.dcm")
+        write_rtstruct([RoiMask(name, labels == value, COLOR) for value, name in present.items()], case.slices,
+                       written[-1])
+    if prediction.probabilities is not None:
+        written.append(out / f"{case.name}_probabilities.nii.gz")
+        foreground = np.moveaxis(prediction.probabilities[1:], 0, -1).astype(np.float32)
+        write_image_atomic(image_on_input_grid(foreground, vector=foreground.shape[-1] > 1)
+                           if foreground.shape[-1] > 1 else image_on_input_grid(foreground[..., 0]), written[-1])
+    if prediction.uncertainty is not None:
+        written.append(out / f"{case.name}_uncertainty.nii.gz")
+        write_image_atomic(image_on_input_grid(prediction.uncertainty.astype(np.float32)), written[-1])
+    return written
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
