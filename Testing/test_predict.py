@@ -49,7 +49,7 @@ def test_image_file_prediction_lies_on_the_input_grid(checkpoint, tmp_path, caps
     root, model_path = checkpoint
     image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
     assert main(["predict", str(image_path), "--model", str(model_path), "--out", str(tmp_path / "out"),
-                 "--format", "nifti", "nrrd", "--progress", "none"]) == 0
+                 "--format", "nifti", "nrrd", "seg.nrrd", "--progress", "none"]) == 0
     image = sitk.ReadImage(str(image_path))
     for suffix in (".nii.gz", ".nrrd"):
         written = sitk.ReadImage(str(tmp_path / "out" / f"phantom03{suffix}"))
@@ -60,6 +60,16 @@ def test_image_file_prediction_lies_on_the_input_grid(checkpoint, tmp_path, caps
                                  tuple(reversed(image.GetSpacing())))
     assert np.array_equal(sitk.GetArrayFromImage(written), expected)
     assert "phantom03: GTV" in capsys.readouterr().out
+    import slicerio
+
+    segmentation = slicerio.read_segmentation(str(tmp_path / "out" / "phantom03.seg.nrrd"))
+    (segment,) = segmentation["segments"]
+    assert segment["name"] == "GTV" and segment["terminology"]["type"][1] == "86049000"
+    mask = slicerio.extract_segments(segmentation, [("GTV", 1)])["voxels"]
+    assert np.array_equal(np.transpose(mask), expected.astype(mask.dtype))   # slicerio is (i, j, k)
+    direction = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    assert np.allclose(segmentation["ijkToLPS"][:3, :3], direction)
+    assert np.allclose(segmentation["ijkToLPS"][:3, 3], image.GetOrigin())
 
 
 def test_ensemble_tta_uncertainty_and_json_progress(checkpoint, tmp_path, capsys):

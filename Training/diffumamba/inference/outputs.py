@@ -12,7 +12,7 @@ from .predictor import Prediction
 
 __all__ = ["FORMATS", "write_prediction"]
 
-FORMATS = ("nifti", "nrrd", "dicom-seg", "rtstruct")
+FORMATS = ("nifti", "nrrd", "seg.nrrd", "dicom-seg", "rtstruct")
 DICOM_FORMATS = ("dicom-seg", "rtstruct")
 COLOR = (255, 0, 0)
 
@@ -43,6 +43,12 @@ def write_prediction(case: InputCase, prediction: Prediction, out: Path, formats
             written.append(out / f"{case.name}{suffix}")
             write_image_atomic(image_on_input_grid(labels), written[-1])
     present = {v: n for v, n in label_names.items() if v != 0 and (labels == v).any()}
+    if "seg.nrrd" in formats:
+        from .seg_nrrd import write_seg_nrrd
+
+        written.append(out / f"{case.name}.seg.nrrd")
+        write_seg_nrrd(labels, {v: n for v, n in label_names.items() if v != 0}, case.image, written[-1],
+                       colors={v: COLOR for v in label_names})
     if not present and any(f in DICOM_FORMATS for f in formats):
         warn(f"{case.name}: nothing segmented; no DICOM SEG or RTSTRUCT written")
     elif "dicom-seg" in formats:
