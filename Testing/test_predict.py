@@ -125,3 +125,13 @@ def test_bad_inputs_fail_clearly_and_write_nothing(checkpoint, shared_data, tmp_
     torch.save({"a": torch.zeros(1)}, pickle)
     assert main(["predict", str(image_path), "--model", str(pickle), "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_crop_to_the_lungs_keeps_the_input_grid(checkpoint, tmp_path):
+    root, model_path = checkpoint
+    image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
+    assert main(["predict", str(image_path), "--model", str(model_path), "--out", str(tmp_path), "--crop", "lungs",
+                 "--progress", "none"]) == 0
+    written = sitk.ReadImage(str(tmp_path / "phantom03.nii.gz"))
+    image = sitk.ReadImage(str(image_path))
+    assert written.GetSize() == image.GetSize() and np.allclose(written.GetOrigin(), image.GetOrigin())

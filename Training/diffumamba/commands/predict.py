@@ -29,6 +29,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write the class probabilities")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write the fraction of ensemble/TTA members disagreeing with the result")
+    parser.add_argument("--crop", choices=["none", "lungs"], default="none",
+                        help="lungs: segment only the lungs' bounding box (+2 cm) found by thresholds (CT only)")
     parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                         help="json: one JSON line per step on stderr for GUIs")
     parser.set_defaults(run=run)
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..inference.inputs import find_inputs
     from ..inference.outputs import write_prediction
-    from ..inference.predictor import check_same_plan, predict_case
+    from ..inference.lung_box import lung_box
+    from ..inference.predictor import check_same_plan, predict_in_box
     from ..inference.progress import make_progress
     from ..training.checkpoint import load_model
 
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the model takes {len(plan['channel_names'])} input channels; predict segments "
                          "single-channel images (propagation models are run by 'diffumamba propagate')")
     label_names = {int(v): k for k, v in plan["labels"].items()}
+    if args.crop == "lungs" and plan["channel_names"][0] != "CT":
+        raise ValueError("--crop lungs needs a CT model")
     cases = find_inputs(args.inputs, args.series_uid, plan["channel_names"][0])
     args.out.mkdir(parents=True, exist_ok=True)
     progress = make_progress(args.progress)
@@ -70,10 +75,14 @@ def run(args: argparse.Namespace) -> int:
                 case = load()
                 data = _array(case.image)[None]
                 spacing = tuple(reversed(case.image.GetSpacing()))
+                box = lung_box(data[0], spacing) if args.crop == "lungs" else None
+                if args.crop == "lungs" and box is None:
+                    print(f"{name}: no lungs found; segmenting the whole image", file=sys.stderr)
                 report("predict", 0.05)
-                prediction = predict_case(networks, plan, data, spacing, args.overlap, device, mirror=args.tta,
-                                          probabilities=args.probabilities, uncertainty=args.uncertainty,
-                                          progress=lambda stage, f: report(stage, 0.05 + 0.85 * f))
+                prediction = predict_in_box(box, data, networks=networks, plan=plan, spacing=spacing,
+                                            overlap=args.overlap, device=device, mirror=args.tta,
+                                            probabilities=args.probabilities, uncertainty=args.uncertainty,
+                                            progress=lambda stage, f: report(stage, 0.05 + 0.85 * f))
                 report("write", 0.9)
                 written = write_prediction(case, prediction, args.out, args.formats, label_names,
                                            warn=lambda m: print(m, file=sys.stderr))

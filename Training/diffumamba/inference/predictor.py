@@ -20,7 +20,7 @@ from torch import nn
 from ..data.preprocessing import preprocess_case, restore_to_original
 from .sliding_window import sliding_window_logits
 
-__all__ = ["Prediction", "predict_case", "predict_label_map", "mirror_sets", "check_same_plan"]
+__all__ = ["Prediction", "predict_case", "predict_in_box", "predict_label_map", "mirror_sets", "check_same_plan"]
 
 PLAN_KEYS = ("target_spacing", "channel_names", "intensities", "image_order", "labels")
 
@@ -80,6 +80,23 @@ def predict_case(networks: Sequence[nn.Module], plan: dict, data: np.ndarray, sp
         disagreement = torch.stack([vote != consensus for vote in votes]).float().mean(0).numpy()
         result.uncertainty = restore_to_original(disagreement[None], properties, is_label=False)[0]
     return result
+
+
+def predict_in_box(box: Optional[tuple], data: np.ndarray, **kwargs) -> Prediction:
+    """``predict_case`` on ``data[:, box]`` only, pasted into the full grid (background outside the box)."""
+    if box is None:
+        return predict_case(data=data, **kwargs)
+    inner = predict_case(data=np.ascontiguousarray(data[(slice(None), *box)]), **kwargs)
+    full = Prediction(np.zeros(data.shape[1:], dtype=inner.labels.dtype))
+    full.labels[box] = inner.labels
+    if inner.probabilities is not None:
+        full.probabilities = np.zeros((inner.probabilities.shape[0], *data.shape[1:]), np.float32)
+        full.probabilities[0] = 1.0
+        full.probabilities[(slice(None), *box)] = inner.probabilities
+    if inner.uncertainty is not None:
+        full.uncertainty = np.zeros(data.shape[1:], np.float32)
+        full.uncertainty[box] = inner.uncertainty
+    return full
 
 
 def predict_label_map(network: nn.Module, plan: dict, data: np.ndarray, spacing, overlap: float = 0.5,

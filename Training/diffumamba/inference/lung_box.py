@@ -1,0 +1,47 @@
+"""A fast classical lung bounding box for CT, to spend the network's time where lung tumours can be.
+
+Body = the largest connected component above -500 HU, holes filled slice by slice; lungs = air (below
+-400 HU) inside the body, keeping components of at least 50 ml (the two lungs, and trachea/bowel gas if
+large). The box around them, plus a margin for tumours on the pleura or mediastinum, is what ``predict
+--crop lungs`` segments; voxels outside are background. Runs on a 2x downsampled copy (about a second on
+a 512 x 512 x 134 CT).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["lung_box"]
+
+
+def lung_box(hu: np.ndarray, spacing: Sequence[float], margin_mm: float = 20.0,
+             min_lung_ml: float = 50.0) -> Optional[tuple[slice, slice, slice]]:
+    """(z, y, x) slices of the lungs' bounding box plus ``margin_mm``; None when no lungs are found."""
+    from scipy import ndimage
+
+    step = (1, 2, 2) if hu.shape[1] >= 128 else (1, 1, 1)
+    small = hu[:, ::step[1], ::step[2]]
+    small_spacing = [s * k for s, k in zip(spacing, step)]
+    body, count = ndimage.label(small > -500)
+    if count == 0:
+        return None
+    sizes = np.bincount(body.ravel())
+    sizes[0] = 0
+    body = body == sizes.argmax()
+    filled = np.stack([ndimage.binary_fill_holes(plane) for plane in body])
+    lungs, count = ndimage.label((small < -400) & filled)
+    if count == 0:
+        return None
+    voxel_ml = float(np.prod(small_spacing)) / 1000.0
+    sizes = np.bincount(lungs.ravel()) * voxel_ml
+    sizes[0] = 0
+    keep = np.flatnonzero(sizes >= min_lung_ml)
+    if keep.size == 0:
+        return None
+    where = np.argwhere(np.isin(lungs, keep))
+    low, high = where.min(0) * step, (where.max(0) + 1) * step
+    margin = [int(np.ceil(margin_mm / s)) for s in spacing]
+    return tuple(slice(max(0, int(lo) - m), min(n, int(hi) + m))
+                 for lo, hi, m, n in zip(low, high, margin, hu.shape))
