@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"plan: patch {plan.patch_size}, spacing {plan.target_spacing}, features "
               f"{plan.network['features_per_stage']}, batch {spec.batch_size}")
         rows = run_experiment(prepared, spec, args.results)
-    spec = json.loads((args.results / "experiment.json").read_text())["spec"]
-    rows = sorted(rows, key=lambda row: spec["networks"].index(row["network"]))   # the order asked for
-    group_pattern = spec["group_pattern"]
+    recorded = json.loads((args.results / "experiment.json").read_text())["spec"]
+    rows = sorted(rows, key=lambda row: recorded["networks"].index(row["network"]))   # the order asked for
+    group_pattern = recorded["group_pattern"]
     groups = case_groups(sorted({r["case"] for r in rows}), group_pattern) if group_pattern else None
     entries = compare(rows, args.baseline, groups)
     table = markdown_table(entries, args.baseline, "patients" if groups else "cases")

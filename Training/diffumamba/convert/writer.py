@@ -18,6 +18,7 @@ import numpy as np
 
 from ..files import atomic_write_text
 from ..geometry import grid_differences
+from ..imageio import partial_path
 
 __all__ = ["DatasetWriter", "check_label_grid", "SAFE_CASE_NAME"]
 
@@ -85,7 +86,7 @@ class DatasetWriter:
         targets.append(self.root / "labelsTr" / f"{name}{self.file_ending}")
         for folder in ("imagesTr", "labelsTr"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
-        temporaries = [t.with_name(f".{t.name[:-len(self.file_ending)]}.partial{self.file_ending}") for t in targets]
+        temporaries = [partial_path(t) for t in targets]
         try:
             for image, temporary in zip([*images, sitk.Cast(label, sitk.sitkUInt8)], temporaries):
                 sitk.WriteImage(image, str(temporary), useCompression=True)

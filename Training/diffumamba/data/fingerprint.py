@@ -28,18 +28,14 @@ def read_case(case: Case):
     SimpleITK image of channel 0 (its geometry). Refuses channels or labels on different grids."""
     import SimpleITK as sitk
 
-    images = []
-    for path in case.images:
+    def read(path, hint):
         try:
-            images.append(read_scalar_image(path, "give one file per channel"))
+            return read_scalar_image(path, hint)
         except ValueError as err:
             raise ValueError(f"{case.name}: {err}") from None
-    label_image = None
-    if case.label is not None:
-        try:
-            label_image = read_scalar_image(case.label, "expected a single-component label map")
-        except ValueError as err:
-            raise ValueError(f"{case.name}: {err}") from None
+
+    images = [read(path, "give one file per channel") for path in case.images]
+    label_image = read(case.label, "expected a single-component label map") if case.label is not None else None
     reference = images[0]
     for other, path in [*zip(images[1:], case.images[1:]), *([(label_image, case.label)] if label_image else [])]:
         problems = grid_differences(other, reference)

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import grid_differences
-from ..imageio import read_scalar_image
+from ..imageio import IMAGE_SUFFIXES, read_scalar_image
 
 __all__ = ["IMAGE_SUFFIXES", "case_id", "read_label_map", "check_same_grid"]
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
 
 
 def case_id(path: Path) -> str | None:

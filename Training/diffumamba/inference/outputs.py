@@ -65,9 +65,11 @@ def write_prediction(case: InputCase, prediction: Prediction, out: Path, formats
                        written[-1])
     if prediction.probabilities is not None:
         written.append(out / f"{case.name}_probabilities.nii.gz")
-        foreground = np.moveaxis(prediction.probabilities[1:], 0, -1).astype(np.float32)
-        write_image_atomic(image_on_input_grid(foreground, vector=foreground.shape[-1] > 1)
-                           if foreground.shape[-1] > 1 else image_on_input_grid(foreground[..., 0]), written[-1])
+        foreground = prediction.probabilities[1:].astype(np.float32)     # one map per foreground class
+        if len(foreground) == 1:
+            write_image_atomic(image_on_input_grid(foreground[0]), written[-1])
+        else:
+            write_image_atomic(image_on_input_grid(np.moveaxis(foreground, 0, -1), vector=True), written[-1])
     if prediction.uncertainty is not None:
         written.append(out / f"{case.name}_uncertainty.nii.gz")
         write_image_atomic(image_on_input_grid(prediction.uncertainty.astype(np.float32)), written[-1])

@@ -30,7 +30,7 @@ class JsonProgress:
         self.stream.flush()
 
     def close(self) -> None:
-        pass
+        """Lines are flushed as they are written; nothing is left to close."""
 
 
 class BarProgress:
@@ -51,11 +51,13 @@ class BarProgress:
 
 
 class NoProgress:
+    """``--progress none``: the run stays silent (scripts, tests)."""
+
     def report(self, stage: str, fraction: float, message: str = "") -> None:
-        pass
+        """Shows nothing, by request."""
 
     def close(self) -> None:
-        pass
+        """Nothing was opened."""
 
 
 def make_progress(mode: str) -> Progress:

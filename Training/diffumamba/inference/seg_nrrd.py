@@ -6,12 +6,12 @@ primary malignant neoplasm rather than "label 1".
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..dicom.seg import ABNORMAL_STRUCTURE, PRIMARY_NEOPLASM
+from ..imageio import atomic_output
 
 __all__ = ["write_seg_nrrd", "TERMINOLOGY"]
 
@@ -33,10 +33,5 @@ def write_seg_nrrd(labels: np.ndarray, names: dict[int, str], image, path: Path,
         color = [c / 255.0 for c in colors.get(value, (255, 0, 0))]
         slicerio.add_segment(segmentation, np.transpose(labels == value),
                              {"id": f"Segment_{value}", "name": name, "color": color, "terminology": dict(TERMINOLOGY)})
-    path = Path(path)
-    temporary = path.with_name(f".{path.name[:-len('.seg.nrrd')]}.partial.seg.nrrd")
-    try:
+    with atomic_output(path) as temporary:
         slicerio.write_segmentation(str(temporary), segmentation)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
