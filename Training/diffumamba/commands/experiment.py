@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no finished run under {args.results}")
     else:
         prepared = prepare_from_args(args, args.baseline)
-        settings = training_settings(args, seed=0, validate_every=10**9)
+        settings = training_settings(args, seed=0, validate_every=10**9, task=prepared.plan.task)
         training = {k: v for k, v in vars(settings).items() if k not in ("seed", "validate_every")}
         spec = ExperimentSpec(networks=args.networks, baseline=args.baseline, n_folds=args.folds,
                               folds=args.fold_list if args.fold_list is not None else list(range(args.folds)),

@@ -25,12 +25,14 @@ def add_parser(commands) -> None:
     parser.add_argument("--series-uid", help="the series to segment when a DICOM folder holds several")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings (8x slower)")
-    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    parser.add_argument("--overlap", type=float,
+                        help="sliding-window overlap (default: the model's, e.g. 0.25 for the lung-cpu preset, else 0.5)")
     parser.add_argument("--probabilities", action="store_true", help="also write the class probabilities")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write the fraction of ensemble/TTA members disagreeing with the result")
-    parser.add_argument("--crop", choices=["none", "lungs"], default="none",
-                        help="lungs: segment only the lungs' bounding box (+2 cm) found by thresholds (CT only)")
+    parser.add_argument("--crop", choices=["auto", "none", "lungs"], default="auto",
+                        help="lungs: segment only the lungs' bounding box (+2 cm) found by thresholds (CT only); "
+                             "auto (default): what the model's plan says (lungs for the lung-cpu preset), else none")
     parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                         help="json: one JSON line per step on stderr for GUIs")
     parser.set_defaults(run=run)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.progress import make_progress
     from ..training.checkpoint import load_model
 
-    if not 0 <= args.overlap < 1:
+    if args.overlap is not None and not 0 <= args.overlap < 1:
         raise ValueError("--overlap must be in [0, 1)")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -55,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
     networks, plans = [model for model, _ in loaded], [header["plan"] for _, header in loaded]
     check_same_plan(plans)
     plan = plans[0]
+    defaults = plan.get("inference", {})
+    overlap = args.overlap if args.overlap is not None else defaults.get("overlap", 0.5)
+    crop = defaults.get("crop", "none") if args.crop == "auto" else args.crop
     if len(plan["channel_names"]) != 1:
         raise ValueError(f"the model takes {len(plan['channel_names'])} input channels; predict segments "
                          "single-channel images (propagation models are run by 'diffumamba propagate')")
     label_names = {int(v): k for k, v in plan["labels"].items()}
-    if args.crop == "lungs" and plan["channel_names"][0] != "CT":
+    if crop == "lungs" and plan["channel_names"][0] != "CT":
         raise ValueError("--crop lungs needs a CT model")
     cases = find_inputs(args.inputs, args.series_uid, plan["channel_names"][0])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -75,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
                 case = load()
                 data = _array(case.image)[None]
                 spacing = tuple(reversed(case.image.GetSpacing()))
-                box = lung_box(data[0], spacing) if args.crop == "lungs" else None
-                if args.crop == "lungs" and box is None:
+                box = lung_box(data[0], spacing) if crop == "lungs" else None
+                if crop == "lungs" and box is None:
                     print(f"{name}: no lungs found; segmenting the whole image", file=sys.stderr)
                 report("predict", 0.05)
                 prediction = predict_in_box(box, data, networks=networks, plan=plan, spacing=spacing,
-                                            overlap=args.overlap, device=device, mirror=args.tta,
+                                            overlap=overlap, device=device, mirror=args.tta,
                                             probabilities=args.probabilities, uncertainty=args.uncertainty,
                                             progress=lambda stage, f: report(stage, 0.05 + 0.85 * f))
                 report("write", 0.9)

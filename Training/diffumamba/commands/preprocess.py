@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.plan import PRESETS
 from ..nets import NETWORK_NAMES
 
 
@@ -26,8 +27,13 @@ def add_plan_arguments(parser: argparse.ArgumentParser, network: bool = True) ->
     if network:
         parser.add_argument("--network", choices=NETWORK_NAMES, default="diffumamba")
     parser.add_argument("--memory-gb", type=float, default=8.0, help="training memory budget (default 8)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a named profile; its choices apply where the options below are not given. "
+                             + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items()))
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="target spacing in mm instead of the data-driven one")
     parser.add_argument("--max-patch", type=int, nargs="+", metavar="N", help="upper bound of the patch size")
-    parser.add_argument("--features", type=int, nargs=2, default=[32, 320], metavar=("BASE", "MAX"),
+    parser.add_argument("--features", type=int, nargs=2, metavar=("BASE", "MAX"),
                         help="features of the first stage and the cap (default 32 320)")
     parser.add_argument("--no-amp", action="store_true", help="plan for fp32 training (CPU)")
 

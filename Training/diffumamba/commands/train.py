@@ -40,21 +40,37 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--task", default="auto", choices=["auto", "segmentation", "propagation"],
+                        help="propagation: train a refinement model on a dataset of (current scan, registered prior "
+                             "scan, registered prior GTV) channels; auto: the dataset's own task (default)")
+    parser.add_argument("--prior-dropout", type=float, default=0.2, metavar="P",
+                        help="propagation: probability of hiding the prior channels from a training patch, so the "
+                             "model also works without a usable prior (default 0.2; 1.0 trains a no-prior model)")
+    parser.add_argument("--prior-perturb", type=float, default=0.5, metavar="P",
+                        help="propagation: probability of shifting, dilating or eroding the prior GTV channel of a "
+                             "training patch, as registration and contouring errors do (default 0.5)")
 
 
-def training_settings(args: argparse.Namespace, seed: int, validate_every: int = 50):
+def training_settings(args: argparse.Namespace, seed: int, validate_every: int = 50, task: str = "segmentation"):
     from ..training.trainer import TrainSettings
 
     return TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
                          validate_every=validate_every, augment=not args.no_augment, elastic=args.elastic,
-                         seed=seed, device=args.device)
+                         seed=seed, device=args.device, prior_dropout=args.prior_dropout,
+                         prior_perturb=args.prior_perturb, task=task)
 
 
 def prepare_from_args(args: argparse.Namespace, network: str):
+    """Plan and preprocess from the plan options; explicit options override the preset's choices."""
     from ..data.pipeline import prepare
+    from ..data.plan import PRESETS, Preset
 
-    return prepare(args.dataset, args.out, network, args.memory_gb, args.max_patch, amp=not args.no_amp,
-                   base_features=args.features[0], max_features=args.features[1])
+    preset = PRESETS[args.preset] if args.preset else Preset()
+    features = args.features or preset.features or (32, 320)
+    return prepare(args.dataset, args.out, network, args.memory_gb, args.max_patch or preset.max_patch,
+                   amp=not args.no_amp, base_features=features[0], max_features=features[1],
+                   target_spacing=args.spacing or preset.target_spacing, inference=preset.inference,
+                   task=getattr(args, "task", "auto"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(plan.network_config(),
                       [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in train_names],
                       [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in val_names],
-                      args.run_dir, training_settings(args, args.seed, args.validate_every),
+                      args.run_dir, training_settings(args, args.seed, args.validate_every, plan.task),
                       batch_size=args.batch_size or plan.batch_size, meta=meta)
     if args.resume:
         trainer.resume()

@@ -31,6 +31,7 @@ class SourcePair:
     name: str
     image: Path
     label: Path
+    case: str = ""        # the {case} part of the file names
 
 
 def find_pairs(source: Path, patterns: list[PairPattern]) -> tuple[list[SourcePair], list[tuple[str, str]]]:
@@ -49,7 +50,7 @@ def find_pairs(source: Path, patterns: list[PairPattern]) -> tuple[list[SourcePa
             name = pattern.name.replace("{case}", case)
             label = source / pattern.label.replace("{case}", case)
             if label.is_file():
-                pairs.append(SourcePair(name, path, label))
+                pairs.append(SourcePair(name, path, label, case))
             else:
                 problems.append((name, f"no label file {label}"))
     if not pairs and not problems:

@@ -37,8 +37,9 @@ class DatasetWriter:
 
     def __init__(self, root: Path, channel_names: Sequence[str], label_names: Sequence[str],
                  file_ending: str = ".nii.gz", overwrite: bool = False, description: str = "",
-                 append: bool = False):
+                 append: bool = False, task: str = "segmentation"):
         self.root = Path(root)
+        self.task = task
         self.channel_names, self.label_names = list(channel_names), list(label_names)
         self.file_ending, self.description = file_ending, description
         self.cases: list[str] = []
@@ -58,10 +59,11 @@ class DatasetWriter:
 
         existing = RawDataset(self.root)
         mine = {"background": 0, **{n: i + 1 for i, n in enumerate(self.label_names)}}
-        if (existing.channel_names, existing.labels, existing.file_ending) != (self.channel_names, mine, self.file_ending):
-            raise ValueError(f"--append: {self.root} has channels {existing.channel_names}, labels {existing.labels} "
-                             f"and {existing.file_ending} files; this conversion has {self.channel_names}, {mine} "
-                             f"and {self.file_ending}")
+        theirs = (existing.channel_names, existing.labels, existing.file_ending, existing.meta.get("task", "segmentation"))
+        if theirs != (self.channel_names, mine, self.file_ending, self.task):
+            raise ValueError(f"--append: {self.root} has channels {theirs[0]}, labels {theirs[1]}, {theirs[2]} files and "
+                             f"task {theirs[3]}; this conversion has {self.channel_names}, {mine}, {self.file_ending} "
+                             f"and {self.task}")
         self.cases = [case.name for case in existing.training_cases()]
         self.description = existing.meta.get("description", self.description)
 
@@ -105,6 +107,8 @@ class DatasetWriter:
                 "labels": {"background": 0, **{n: i + 1 for i, n in enumerate(self.label_names)}},
                 "file_ending": self.file_ending, "numTraining": len(self.cases),
                 "description": self.description or "converted by diffumamba convert"}
+        if self.task != "segmentation":
+            meta["task"] = self.task
         path = self.root / "dataset.json"
         atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
         return path

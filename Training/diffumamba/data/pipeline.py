@@ -28,13 +28,26 @@ class Prepared:
 
 def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_gb: float = 8.0,
             max_patch: Optional[Sequence[int]] = None, amp: bool = True, base_features: int = 32,
-            max_features: int = 320, show_progress: bool = True) -> Prepared:
+            max_features: int = 320, show_progress: bool = True, target_spacing: Optional[Sequence[float]] = None,
+            inference: Optional[dict] = None, task: str = "auto") -> Prepared:
+    """Fingerprint (cached), plan and preprocess (cached) a dataset.
+
+    ``task``: "segmentation", "propagation" (the dataset must hold current scan, prior scan and prior GTV
+    channels, as ``convert longitudinal``/``convert simulate`` write them), or "auto": dataset.json's "task".
+    """
     from tqdm import tqdm
 
     def progress(desc):
         return lambda items: tqdm(items, desc=desc, unit="case", disable=not show_progress)
 
     dataset = RawDataset(dataset_path)
+    task = dataset.meta.get("task", "segmentation") if task == "auto" else task
+    if task not in ("segmentation", "propagation"):
+        raise ValueError(f"unknown task {task!r}")
+    if task == "propagation" and (dataset.num_channels != 3 or dataset.channel_names[2] != "noNorm"):
+        raise ValueError(f"{dataset_path}: a propagation dataset has 3 channels (current scan, prior scan, prior GTV "
+                         f"as 'noNorm'); this one has {dataset.channel_names}. Make one with 'diffumamba convert "
+                         "longitudinal' or 'convert simulate'")
     cases = dataset.training_cases()
     if max_patch and len(max_patch) != 3:
         raise ValueError("--max-patch needs 3 numbers (z y x)")
@@ -45,6 +58,7 @@ def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_g
         fingerprint = compute_fingerprint(dataset, cases, progress=progress("fingerprint"))
         atomic_write_text(fingerprint_file, json.dumps(fingerprint, indent=2) + "\n")
     plan = make_plan(fingerprint, fingerprint_hash(fingerprint), network, 3, memory_gb, max_patch=max_patch,
-                     mixed_precision=amp, base_features=base_features, max_features=max_features)
+                     mixed_precision=amp, base_features=base_features, max_features=max_features,
+                     target_spacing=target_spacing, inference=inference, task=task)
     folder, computed = preprocess_cases(cases, plan, out, progress=progress("preprocess"))
     return Prepared(dataset, cases, plan, folder, computed, fingerprint_file)

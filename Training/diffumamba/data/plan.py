@@ -17,14 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..nets.config import NetworkConfig, _features, umambabot_block_counts
 
-__all__ = ["Plan", "make_plan", "plan_topology", "estimate_memory_gb"]
+__all__ = ["Plan", "Preset", "PRESETS", "make_plan", "plan_topology", "estimate_memory_gb"]
 
 # bench/networks.py, fp32 on CPU: 96^3, batch 2, 6 stages of 32..320 features -> 8.1 GB peak for about
 # 75 M feature values. AMP halves it (``make_plan(mixed_precision=True)``).
@@ -46,6 +46,8 @@ class Plan:
     fingerprint_hash: str
     image_order: int = 3
     linear_labels: bool = False
+    inference: dict = field(default_factory=dict)   # defaults for ``predict``: overlap, crop
+    task: str = "segmentation"                       # or "propagation" (channels: current, prior image, prior GTV)
 
     def network_config(self) -> NetworkConfig:
         return NetworkConfig.from_dict(self.network)
@@ -63,6 +65,29 @@ class Plan:
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named planning profile: fixed choices that replace the data-driven ones where they are set."""
+
+    target_spacing: Optional[tuple[float, ...]] = None
+    features: Optional[tuple[int, int]] = None
+    max_patch: Optional[tuple[int, ...]] = None
+    inference: dict = field(default_factory=dict)
+    description: str = ""
+
+
+PRESETS = {
+    # The default lung-GTV configuration, fast by design on a laptop CPU (bench/predict.py): 1.5 mm in-plane
+    # (a GTV of 1 cm is still 6-7 voxels wide), 3 mm slices (LUNG1's own), half-width features, a 14.4 cm cube
+    # of context per patch (48 x 96 x 96), 25 % overlap, the lungs' box only. On LUNG1-001 the 48 x 96 x 96
+    # patch tiles the lung box with 18 windows where 32 x 128 x 128 needed 30: sliding window 28 s vs 56 s.
+    "lung-cpu": Preset(target_spacing=(3.0, 1.5, 1.5), features=(16, 256), max_patch=(48, 96, 96),
+                       inference={"overlap": 0.25, "crop": "lungs"},
+                       description="lung GTV on CT for CPU inference (3 x 1.5 x 1.5 mm, features 16-256, "
+                                   "patch 48 x 96 x 96, overlap 0.25, lung crop)"),
+}
 
 
 def plan_topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int = 6,
@@ -100,18 +125,25 @@ def estimate_memory_gb(patch: Sequence[int], strides: Sequence[Sequence[int]], b
 def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumamba", spatial_dims: int = 3,
               memory_budget_gb: float = 8.0, batch_size: int = 2, base_features: int = 32,
               max_features: int = 320, max_patch: Sequence[int] | None = None,
-              mixed_precision: bool = True) -> Plan:
+              mixed_precision: bool = True, target_spacing: Sequence[float] | None = None,
+              inference: dict | None = None, task: str = "segmentation") -> Plan:
     """A plan for a fingerprinted dataset.
 
     Args:
         memory_budget_gb: training memory the patch may use (nnU-Net's reference GPU has 8 GB).
         max_patch: optional upper bound per axis (e.g. to keep CPU experiments small).
         mixed_precision: training will use AMP (CUDA), which stores activations at half the cost.
+        target_spacing: (z, y, x) mm instead of the data-driven choice (e.g. a preset's).
+        inference: defaults recorded for ``predict`` (``overlap``, ``crop``).
     """
     spacings = np.array(fingerprint["spacings"], dtype=float)
     shapes = np.array(fingerprint["shapes_after_crop"], dtype=float)
     target = np.median(spacings, axis=0)
-    if target.max() / target.min() > 3:
+    if target_spacing is not None:
+        if len(target_spacing) != 3 or min(target_spacing) <= 0:
+            raise ValueError(f"target spacing must be 3 positive numbers (z y x), got {list(target_spacing)}")
+        target = np.array(target_spacing, dtype=float)
+    elif target.max() / target.min() > 3:
         coarse = int(np.argmax(target))
         target[coarse] = max(np.percentile(spacings[:, coarse], 10), np.delete(target, coarse).max())
     median_shape = np.median(shapes * spacings / target, axis=0).round().astype(int)
@@ -144,4 +176,5 @@ def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumam
     return Plan(target_spacing=[float(t) for t in target], patch_size=patch, batch_size=batch_size,
                 median_shape=[int(m) for m in median_shape], network=config.to_dict(),
                 channel_names=list(fingerprint["channel_names"]), labels=dict(fingerprint["labels"]),
-                intensities=list(fingerprint["foreground_intensities"]), fingerprint_hash=fingerprint_hash)
+                intensities=list(fingerprint["foreground_intensities"]), fingerprint_hash=fingerprint_hash,
+                inference=dict(inference or {}), task=task)

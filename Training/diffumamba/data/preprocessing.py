@@ -77,10 +77,13 @@ def resample_labels(labels: np.ndarray, new_shape: Sequence[int], linear: bool =
 
 def normalise(data: np.ndarray, channel_names: Sequence[str], intensities: Sequence[dict]) -> np.ndarray:
     """CT channels: clip to the dataset's foreground 0.5-99.5 percentiles, then z-score with the foreground
-    mean and sd (comparable HU across scanners). Other channels: per-image z-score (MR has no units)."""
+    mean and sd (comparable HU across scanners). "noNorm" channels (nnU-Net's name; e.g. a prior GTV mask)
+    stay as they are. Other channels: per-image z-score (MR has no units)."""
     out = np.empty_like(data, dtype=np.float32)
     for c, (name, stats) in enumerate(zip(channel_names, intensities)):
-        if name.upper() == "CT":
+        if name == "noNorm":
+            out[c] = data[c]
+        elif name.upper() == "CT":
             clipped = np.clip(data[c], stats["percentile_00_5"], stats["percentile_99_5"])
             out[c] = (clipped - stats["mean"]) / max(stats["std"], 1e-8)
         else:

@@ -15,22 +15,24 @@ import math
 __all__ = ["training_transforms"]
 
 
-def training_transforms(spatial_dims: int = 3, elastic: bool = False, seed: int = 0):
-    """A MONAI ``Compose`` over a dict with "image" (C, *spatial) and "label" (1, *spatial) tensors."""
+def training_transforms(spatial_dims: int = 3, elastic: bool = False, seed: int = 0, prior_key: bool = False):
+    """A MONAI ``Compose`` over a dict with "image" (C, *spatial) and "label" (1, *spatial) tensors, and with
+    ``prior_key`` a "prior" (1, *spatial) GTV channel that follows the spatial transforms only."""
     from monai import transforms as T
 
-    keys = ["image", "label"]
+    keys = ["image", "prior", "label"] if prior_key else ["image", "label"]
+    modes = ("bilinear",) * (len(keys) - 1) + ("nearest",)
     angle = math.radians(30) if spatial_dims == 3 else math.pi
     rotate = (angle,) * (3 if spatial_dims == 3 else 1)
     steps = [
         T.RandAffined(keys, prob=0.2, rotate_range=rotate, scale_range=(0.3,) * spatial_dims,
-                      mode=("bilinear", "nearest"), padding_mode="zeros"),
+                      mode=modes, padding_mode="zeros"),
     ]
     if elastic:
         elastic_class = T.Rand3DElasticd if spatial_dims == 3 else T.Rand2DElasticd
         kwargs = {"sigma_range": (9, 13), "magnitude_range": (0, 200)} if spatial_dims == 3 else \
             {"spacing": (20, 20), "magnitude_range": (0, 2)}
-        steps.append(elastic_class(keys, prob=0.2, mode=("bilinear", "nearest"), padding_mode="zeros", **kwargs))
+        steps.append(elastic_class(keys, prob=0.2, mode=modes, padding_mode="zeros", **kwargs))
     steps += [
         T.RandGaussianNoised("image", prob=0.1, std=0.1),
         T.RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),

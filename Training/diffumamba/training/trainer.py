@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..nets import NetworkConfig, build_network
+from ..propagation.prior_augmentation import perturb_prior
 from .augmentation import training_transforms
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
@@ -55,6 +56,9 @@ class TrainSettings:
     elastic: bool = False
     seed: int = 0
     device: str = "auto"
+    task: str = "segmentation"       # "propagation": the last input channel is the prior GTV (see prior_augmentation)
+    prior_dropout: float = 0.2
+    prior_perturb: float = 0.5
 
 
 class Trainer:
@@ -96,6 +100,7 @@ class Trainer:
         n_outputs = config.n_stages - 1 if config.deep_supervision else 1
         self.loss = DeepSupervisionLoss(DiceCELoss(), deep_supervision_weights(n_outputs))
         self.start_epoch, self.best_dice = 0, -1.0
+        self._prior_rng = None
 
     # -- state -------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -178,17 +183,26 @@ class Trainer:
         torch.manual_seed(seed)
         sampler = PatchSampler(self.train_cases, self.config.patch_size, self.batch_size,
                                self.settings.oversample_foreground, seed=seed)
-        transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed) \
-            if self.settings.augment else None
+        prior = self.settings.task == "propagation"
+        transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed,
+                                         prior_key=prior) if self.settings.augment else None
+        self._prior_rng = np.random.default_rng(seed + 7) if prior else None
         return sampler, transforms
 
     def _step(self, sampler: PatchSampler, transforms) -> float:
         data, label = sampler.batch()
         images, labels = torch.from_numpy(data), torch.from_numpy(label)
+        prior = self._prior_rng is not None
         if transforms is not None:
-            items = [transforms({"image": images[i], "label": labels[i]}) for i in range(len(images))]
-            images = torch.stack([torch.as_tensor(item["image"]) for item in items])
+            # The prior GTV channel moves with the anatomy but gets no intensity augmentation.
+            items = [transforms({"image": images[i, :-1], "prior": images[i, -1:], "label": labels[i]} if prior
+                                else {"image": images[i], "label": labels[i]}) for i in range(len(images))]
+            images = torch.stack([torch.cat([torch.as_tensor(item["image"]), torch.as_tensor(item["prior"])])
+                                  if prior else torch.as_tensor(item["image"]) for item in items])
             labels = torch.stack([torch.as_tensor(item["label"]) for item in items])
+        if prior:
+            images = perturb_prior(images.float(), self._prior_rng, self.settings.prior_dropout,
+                                   self.settings.prior_perturb)
         images = images.float().to(self.device)
         labels = labels.round().long().to(self.device)
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,87 @@
+"""Prior GTV -> current scan: register, warp, and (with a propagation model) refine; what ``propagate`` runs.
+
+A propagation model is any core network trained with ``train --task propagation``: its input channels are
+the current scan, the registered prior scan and the registered prior GTV. Without a model the result is
+the registered prior GTV itself ("registration only"), which follows anatomy but not tumour response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .registration import Registration, RegistrationSettings, register
+from .warp import jacobian_range, warp_image, warp_mask
+
+__all__ = ["PropagationResult", "propagate", "is_propagation_plan", "PRIOR_MASK_CHANNEL"]
+
+PRIOR_MASK_CHANNEL = "noNorm"   # nnU-Net's name for a channel left unnormalised
+
+
+def is_propagation_plan(plan: dict) -> bool:
+    names = plan.get("channel_names", [])
+    return plan.get("task") == "propagation" and len(names) == 3 and names[2] == PRIOR_MASK_CHANNEL
+
+
+@dataclass
+class PropagationResult:
+    labels: np.ndarray                 # (z, y, x) uint8 final GTV on the current grid
+    warped_prior: np.ndarray           # (z, y, x) uint8 registered prior GTV on the current grid
+    warped_prior_image: object         # sitk.Image: the prior scan on the current grid
+    registration: Registration
+    refined: bool
+    report: dict = field(default_factory=dict)
+
+
+def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[RegistrationSettings] = None,
+              networks: Sequence = (), plan: Optional[dict] = None, overlap: float = 0.5, device="cpu",
+              crop: str = "none", progress: Optional[Callable[[str, float], None]] = None) -> PropagationResult:
+    """Propagate ``prior_mask`` ((z, y, x) on ``prior``'s grid) onto ``current`` (SimpleITK images)."""
+    import SimpleITK as sitk
+
+    report = progress or (lambda stage, fraction: None)
+    mask_image = sitk.GetImageFromArray(prior_mask.astype(np.uint8))
+    mask_image.CopyInformation(prior)
+    registration = register(current, prior, settings, progress=lambda s, f: report(s, 0.6 * f))
+    warped_image = warp_image(prior, current, registration.transform)
+    warped = sitk.GetArrayFromImage(warp_mask(mask_image, current, registration.transform)).astype(np.uint8)
+    if not warped.any():
+        raise ValueError("the prior GTV falls outside the current scan after registration; check that both scans "
+                         "cover the tumour region")
+    labels, refined = warped, False
+    if networks:
+        from ..inference.lung_box import lung_box
+        from ..inference.predictor import predict_in_box
+
+        if plan is None or not is_propagation_plan(plan):
+            raise ValueError("the checkpoint is not a propagation model (train one with 'train --task propagation')")
+        data = np.stack([sitk.GetArrayFromImage(current).astype(np.float32),
+                         sitk.GetArrayFromImage(warped_image).astype(np.float32), warped.astype(np.float32)])
+        spacing = tuple(reversed(current.GetSpacing()))
+        box = lung_box(data[0], spacing) if crop == "lungs" else None
+        prediction = predict_in_box(box, data, networks=networks, plan=plan, spacing=spacing, overlap=overlap,
+                                    device=device, progress=lambda s, f: report("refine", 0.6 + 0.35 * f))
+        labels, refined = (prediction.labels > 0).astype(np.uint8), True
+    result = PropagationResult(labels, warped, warped_image, registration, refined)
+    result.report = propagation_report(prior_mask, prior, warped, labels, current, registration, refined)
+    report("done", 1.0)
+    return result
+
+
+def propagation_report(prior_mask, prior, warped, labels, current, registration: Registration, refined: bool) -> dict:
+    """Volumes (ml), change (%), agreement of the result with the registered prior, registration health."""
+    prior_ml = float(prior_mask.sum()) * float(np.prod(prior.GetSpacing())) / 1000
+    voxel_ml = float(np.prod(current.GetSpacing())) / 1000
+    current_ml = float(labels.sum()) * voxel_ml
+    overlap = float(np.logical_and(warped, labels).sum())
+    total = float(warped.sum() + labels.sum())
+    jac_min, jac_max = jacobian_range(registration.transform, current)
+    return {"prior_volume_ml": round(prior_ml, 3), "registered_prior_volume_ml": round(float(warped.sum()) * voxel_ml, 3),
+            "current_volume_ml": round(current_ml, 3),
+            "volume_change_percent": round(100.0 * (current_ml - prior_ml) / prior_ml, 1) if prior_ml else None,
+            "dice_registered_prior_vs_result": round(2 * overlap / total, 4) if total else 1.0,
+            "refined": refined, "registration_seconds": {k: round(v, 1) for k, v in registration.seconds.items()},
+            "rigid_metric": round(registration.rigid_metric, 4), "final_metric": round(registration.final_metric, 4),
+            "jacobian_min": round(jac_min, 3), "jacobian_max": round(jac_max, 3)}

@@ -1,0 +1,149 @@
+"""The prior visit's GTV, from whatever the clinic has: RTSTRUCT, DICOM SEG, ``.seg.nrrd`` or a label map.
+
+Whatever the source, the result is a binary mask on the prior scan's own grid (the registration moves it
+from there). Structures are chosen by name (``roi``: exact name, else a regex matching the whole name,
+case-insensitive, as ``convert dicom --roi``); a file holding a single structure needs no name. Label
+maps on another grid of the same space (e.g. cropped) are resampled by nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["read_prior_mask", "DEFAULT_ROI"]
+
+DEFAULT_ROI = r"gtv.*"
+
+
+def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None) -> np.ndarray:
+    """(z, y, x) uint8 mask on the grid of ``prior`` (an ``InputCase``: its image, and its DICOM slices if any)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prior GTV does not exist: {path}")
+    name = path.name.lower()
+    if name.endswith(".seg.nrrd"):
+        mask = _from_seg_nrrd(path, prior.image, roi)
+    elif _dicom_modality(path) is not None:
+        mask = _from_dicom(path, _dicom_modality(path), prior, roi)
+    else:
+        mask = _from_label_map(path, prior.image, label)
+    if not mask.any():
+        raise ValueError(f"the prior GTV from {path.name} is empty on the prior scan's grid")
+    return mask.astype(np.uint8)
+
+
+def _dicom_modality(path: Path) -> Optional[str]:
+    if path.is_dir():
+        return None
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # noqa: BLE001 - not DICOM
+        return None
+    return str(getattr(header, "Modality", "")) or None
+
+
+def _choose(names: Sequence[str], roi: Optional[str], source: str) -> list[int]:
+    """Indices of the structures to use: by ``roi``, else the single one, else those named like a GTV."""
+    if roi is None and len(names) == 1:
+        return [0]
+    pattern = roi or DEFAULT_ROI
+    exact = [i for i, n in enumerate(names) if n.lower() == pattern.lower()]
+    if exact:
+        return exact
+    try:
+        regex = re.compile(pattern, re.IGNORECASE)
+    except re.error as err:
+        raise ValueError(f"bad ROI pattern {pattern!r}: {err}") from None
+    chosen = [i for i, n in enumerate(names) if regex.fullmatch(n)]
+    if not chosen:
+        raise ValueError(f"no structure matches {pattern!r} in {source}; it has: {', '.join(names) or 'none'} "
+                         "(choose one with --prior-roi)")
+    return chosen
+
+
+def _from_dicom(path: Path, modality: str, prior, roi: Optional[str]) -> np.ndarray:
+    if prior.slices is None:
+        raise ValueError(f"{path.name} is a DICOM {modality}; give the prior scan as its DICOM series folder")
+    frame_of_reference = str(getattr(prior.slices[0], "FrameOfReferenceUID", "")) or None
+    if modality == "RTSTRUCT":
+        from ..dicom.rtstruct import rasterise, read_rtstruct
+
+        structure_set = read_rtstruct(path)
+        if structure_set.frame_of_reference and frame_of_reference and \
+                structure_set.frame_of_reference != frame_of_reference:
+            raise ValueError(f"the RTSTRUCT's frame of reference {structure_set.frame_of_reference} differs from the "
+                             f"prior scan's {frame_of_reference}: its contours belong to another scan")
+        names = [r.name for r in structure_set.rois]
+        chosen = [structure_set.rois[i] for i in _choose(names, roi, path.name)]
+        if not any(r.contours for r in chosen):
+            raise ValueError(f"ROI {', '.join(r.name for r in chosen)} has no closed planar contours")
+        return rasterise(chosen, prior.image)
+    if modality == "SEG":
+        from ..dicom.seg import read_seg
+
+        labels, segments = read_seg(path, prior.image, frame_of_reference)
+        numbers = sorted(segments)
+        chosen = [numbers[i] for i in _choose([segments[n] for n in numbers], roi, path.name)]
+        return np.isin(labels, chosen)
+    raise ValueError(f"{path.name} is a DICOM {modality} object; the prior GTV must be an RTSTRUCT or a SEG")
+
+
+def _from_seg_nrrd(path: Path, reference, roi: Optional[str]) -> np.ndarray:
+    import SimpleITK as sitk
+    import slicerio
+
+    try:
+        segmentation = slicerio.read_segmentation(str(path))
+    except Exception as err:  # noqa: BLE001 - nrrd/slicerio raise several types for a bad file
+        raise ValueError(f"cannot read {path.name} as a Slicer segmentation: {err}") from None
+    segments = segmentation["segments"]
+    chosen = [segments[i] for i in _choose([s.get("name", s["id"]) for s in segments], roi, path.name)]
+    voxels = np.asarray(segmentation["voxels"])
+    if voxels.ndim == 4:   # several layers: (i, j, k, layer)
+        masks = [voxels[..., s.get("layer", 0)] == s["labelValue"] for s in chosen]
+    else:
+        masks = [voxels == s["labelValue"] for s in chosen]
+    mask = np.transpose(np.logical_or.reduce(masks)).astype(np.uint8)          # (k, j, i) = (z, y, x)
+    matrix = np.asarray(segmentation["ijkToLPS"], dtype=float)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(mask)
+    image.SetOrigin([float(v) for v in matrix[:3, 3]])
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (matrix[:3, :3] / spacing).ravel()])
+    return _on_grid(image, reference, path.name)
+
+
+def _from_label_map(path: Path, reference, label: Optional[int]) -> np.ndarray:
+    import SimpleITK as sitk
+
+    from ..imageio import read_scalar_image
+
+    image = read_scalar_image(path, "expected a label map")
+    array = sitk.GetArrayFromImage(image)
+    if label is not None:
+        if not (array == label).any():
+            raise ValueError(f"{path.name} has no voxel of label {label}; it has {sorted(np.unique(array).tolist())}")
+        array = array == label
+    mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
+    mask.CopyInformation(image)
+    return _on_grid(mask, reference, path.name)
+
+
+def _on_grid(mask, reference, source: str) -> np.ndarray:
+    """``mask`` on ``reference``'s grid: as is when the grids agree, else nearest-neighbour resampled."""
+    import SimpleITK as sitk
+
+    from ..geometry import grid_differences
+
+    if not grid_differences(mask, reference):
+        return sitk.GetArrayFromImage(mask) > 0
+    moved = sitk.GetArrayFromImage(sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+    if not moved.any() and sitk.GetArrayViewFromImage(mask).any():
+        raise ValueError(f"the prior GTV in {source} lies outside the prior scan (different physical space)")
+    return moved
