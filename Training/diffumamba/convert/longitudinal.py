@@ -39,7 +39,7 @@ def registered_case(current, current_label, prior, prior_label, settings: Regist
     from ..propagation.warp import warp_image, warp_mask
 
     if transform is None:
-        transform = register(current, prior, settings).transform
+        transform = register(current, prior, settings, prior_mask=prior_label).transform
     warped_image = warp_image(prior, current, transform)
     warped_mask = sitk.Cast(warp_mask(prior_label, current, transform), sitk.sitkFloat32)
     return [sitk.Cast(current, sitk.sitkFloat32), warped_image, warped_mask], current_label

@@ -44,7 +44,7 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
     report = progress or (lambda stage, fraction: None)
     mask_image = sitk.GetImageFromArray(prior_mask.astype(np.uint8))
     mask_image.CopyInformation(prior)
-    registration = register(current, prior, settings, progress=lambda s, f: report(s, 0.6 * f))
+    registration = register(current, prior, settings, progress=lambda s, f: report(s, 0.6 * f), prior_mask=mask_image)
     warped_image = warp_image(prior, current, registration.transform)
     warped = sitk.GetArrayFromImage(warp_mask(mask_image, current, registration.transform)).astype(np.uint8)
     if not warped.any():

@@ -31,8 +31,13 @@ class RegistrationSettings:
         deformable: add the B-spline stage after the rigid one (False: rigid only).
         mesh_mm: final B-spline control-point spacing.
         rigid_iterations, bspline_iterations: per pyramid level.
-        sampling: fraction of (masked) voxels sampled per iteration by the rigid and B-spline metric.
+        samples: voxels sampled (at random, fixed per level) by the metric per iteration, at every pyramid
+            level (as elastix does: a few thousand samples estimate MI well; a percentage of a whole CT
+            made every iteration cost 100,000s of B-spline evaluations).
         mask: restrict the metric to the body of the current scan when it is a CT.
+        focus_mm: with a prior GTV given, the B-spline stage covers only the GTV's box after the rigid stage
+            plus this margin (None: the whole scan). What matters for propagation is the deformation around
+            the tumour; on LUNG1-001 a whole-scan B-spline took 30-100 s on 2 cores, the focused one a few.
         seed: of the metric's random sampling (results are reproducible).
     """
 
@@ -43,8 +48,9 @@ class RegistrationSettings:
     bspline_iterations: int = 50
     shrink: tuple[int, ...] = (4, 2, 1)
     smoothing_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
-    sampling: float = 0.05
+    samples: int = 20_000
     mask: bool = True
+    focus_mm: Optional[float] = 60.0
     seed: int = 1
 
 
@@ -106,13 +112,15 @@ def _coarse(image, spacing_mm: float):
                          float(np.min(sitk.GetArrayViewFromImage(image))), sitk.sitkFloat32)
 
 
-def _method(settings: RegistrationSettings):
+def _method(settings: RegistrationSettings, fixed, mask):
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(50)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling, settings.seed)
+    voxels = float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) if mask is not None else float(np.prod(fixed.GetSize()))
+    percentages = [min(1.0, settings.samples * s ** 3 / max(voxels, 1.0)) for s in settings.shrink]
+    method.SetMetricSamplingPercentagePerLevel(percentages, settings.seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetShrinkFactorsPerLevel(list(settings.shrink))
     method.SetSmoothingSigmasPerLevel(list(settings.smoothing_mm))
@@ -120,9 +128,30 @@ def _method(settings: RegistrationSettings):
     return method
 
 
+def _focus_region(fixed, prior_mask, rigid, margin_mm: float):
+    """(index, size) on ``fixed``'s grid of the box around the rigidly moved prior GTV plus a margin."""
+    import SimpleITK as sitk
+
+    where = np.argwhere(sitk.GetArrayViewFromImage(prior_mask) > 0)
+    low, high = where.min(0)[::-1], where.max(0)[::-1]                 # (x, y, z) index box of the prior GTV
+    inverse = rigid.GetInverse()
+    corners = [prior_mask.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
+               for corner in np.array(np.meshgrid(*zip(low, high), indexing="ij")).reshape(3, -1).T]
+    indices = np.array([fixed.TransformPhysicalPointToContinuousIndex(inverse.TransformPoint(c)) for c in corners])
+    margin = margin_mm / np.array(fixed.GetSpacing())
+    start = np.maximum(0, np.floor(indices.min(0) - margin)).astype(int)
+    stop = np.minimum(np.array(fixed.GetSize()), np.ceil(indices.max(0) + margin + 1)).astype(int)
+    if np.any(stop - start < 4):
+        return None
+    return [int(v) for v in start], [int(v) for v in stop - start]
+
+
 def register(current, prior, settings: Optional[RegistrationSettings] = None,
-             progress: Optional[Callable[[str, float], None]] = None) -> Registration:
-    """Register ``prior`` (moving) to ``current`` (fixed); both SimpleITK images in physical space."""
+             progress: Optional[Callable[[str, float], None]] = None, prior_mask=None) -> Registration:
+    """Register ``prior`` (moving) to ``current`` (fixed); both SimpleITK images in physical space.
+
+    ``prior_mask`` (the prior GTV, a SimpleITK image on ``prior``'s grid) focuses the B-spline stage on it.
+    """
     import SimpleITK as sitk
 
     settings = settings or RegistrationSettings()
@@ -135,13 +164,11 @@ def register(current, prior, settings: Optional[RegistrationSettings] = None,
 
     report("rigid", 0.0)
     started = time.perf_counter()
-    rigid_method = _method(settings)
+    rigid_method = _method(settings, fixed, mask)
     rigid_method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3,
                                                           numberOfIterations=settings.rigid_iterations,
                                                           relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
     rigid_method.SetOptimizerScalesFromPhysicalShift()
-    if mask is not None:
-        rigid_method.SetMetricFixedMask(mask)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.GEOMETRY)
     rigid_method.SetInitialTransform(initial, inPlace=False)
@@ -154,16 +181,19 @@ def register(current, prior, settings: Optional[RegistrationSettings] = None,
 
     report("deformable", 0.0)
     started = time.perf_counter()
+    if prior_mask is not None and settings.focus_mm is not None:
+        region = _focus_region(fixed, prior_mask, rigid, settings.focus_mm)
+        if region is not None:
+            fixed = sitk.RegionOfInterest(fixed, region[1], region[0])
+            mask = sitk.RegionOfInterest(mask, region[1], region[0]) if mask is not None else None
     extent = [n * s for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
     levels = len(settings.shrink)
     factor = 2 ** (levels - 1)
     mesh = [max(1, int(round(e / (settings.mesh_mm * factor)))) for e in extent]
     bspline = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
-    method = _method(settings)
+    method = _method(settings, fixed, mask)
     method.SetOptimizerAsGradientDescentLineSearch(5.0, settings.bspline_iterations, convergenceMinimumValue=1e-4,
                                                    convergenceWindowSize=5)
-    if mask is not None:
-        method.SetMetricFixedMask(mask)
     method.SetMovingInitialTransform(rigid)
     method.SetInitialTransformAsBSpline(bspline, inPlace=True, scaleFactors=[2 ** k for k in range(levels)])
     method.Execute(fixed, moving)
