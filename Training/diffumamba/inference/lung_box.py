@@ -13,7 +13,20 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["lung_box"]
+__all__ = ["lung_box", "body_array"]
+
+
+def body_array(hu: np.ndarray) -> Optional[np.ndarray]:
+    """The body of a CT: largest component above -500 HU, holes filled slice by slice; None if no tissue."""
+    from scipy import ndimage
+
+    body, count = ndimage.label(hu > -500)
+    if count == 0:
+        return None
+    sizes = np.bincount(body.ravel())
+    sizes[0] = 0
+    body = body == sizes.argmax()
+    return np.stack([ndimage.binary_fill_holes(plane) for plane in body])
 
 
 def lung_box(hu: np.ndarray, spacing: Sequence[float], margin_mm: float = 20.0,
@@ -24,13 +37,9 @@ def lung_box(hu: np.ndarray, spacing: Sequence[float], margin_mm: float = 20.0,
     step = (1, 2, 2) if hu.shape[1] >= 128 else (1, 1, 1)
     small = hu[:, ::step[1], ::step[2]]
     small_spacing = [s * k for s, k in zip(spacing, step)]
-    body, count = ndimage.label(small > -500)
-    if count == 0:
+    filled = body_array(small)
+    if filled is None:
         return None
-    sizes = np.bincount(body.ravel())
-    sizes[0] = 0
-    body = body == sizes.argmax()
-    filled = np.stack([ndimage.binary_fill_holes(plane) for plane in body])
     lungs, count = ndimage.label((small < -400) & filled)
     if count == 0:
         return None

@@ -77,14 +77,11 @@ def body_mask(image):
     import SimpleITK as sitk
     from scipy import ndimage
 
-    array = sitk.GetArrayFromImage(image) > -500
-    labels, count = ndimage.label(array)
-    if count == 0:
+    from ..inference.lung_box import body_array
+
+    body = body_array(sitk.GetArrayFromImage(image))
+    if body is None:
         return None
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = labels == sizes.argmax()
-    body = np.stack([ndimage.binary_fill_holes(plane) for plane in body])
     body = ndimage.binary_dilation(body, iterations=2)
     mask = sitk.GetImageFromArray(body.astype(np.uint8))
     mask.CopyInformation(image)
