@@ -1,9 +1,12 @@
-"""``diffumamba convert``: build an nnU-Net v2 raw dataset from image/label pairs or DICOM CT + RTSTRUCT."""
+"""``diffumamba convert``: build an nnU-Net v2 raw dataset from image/label pairs, DICOM CT + RTSTRUCT, or
+(for propagation models) longitudinal pairs and simulated follow-ups."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from .registration_options import add_registration_arguments, registration_settings
 
 
 def add_parser(commands) -> None:
@@ -35,10 +38,36 @@ def add_parser(commands) -> None:
     dicom.add_argument("--roi", required=True, metavar="REGEX", help="ROI name or regular expression, e.g. 'GTV.*'")
     dicom.add_argument("--label", default="GTV", help="label name in dataset.json (default GTV)")
 
+    longitudinal = sources.add_parser(
+        "longitudinal", help="propagation training cases from prior/current visit pairs with a GTV at both",
+        description="Every pair becomes one propagation case: channels current scan, prior scan registered onto it, "
+                    "prior GTV registered onto it (registered exactly as 'propagate' does), label the current "
+                    "GTV. Patterns as in 'convert pairs', e.g. --pair '{case}/Pre_Scan_T1.nii.gz' "
+                    "'{case}/Pre_Mask.nii.gz' '{case}/Post_Scan_T1.nii.gz' '{case}/Post_Mask.nii.gz'.")
+    longitudinal.add_argument("--pair", nargs="+", action="append", required=True, metavar="PATTERN",
+                              help="PRIOR_IMAGE PRIOR_LABEL CURRENT_IMAGE CURRENT_LABEL [NAME]")
+    longitudinal.add_argument("--modality", default="CT", help="CT or MR, ... (default CT)")
+    longitudinal.add_argument("--both-directions", action="store_true",
+                              help="also add every pair reversed (current as prior), named NAME_reverse")
+    simulate = sources.add_parser(
+        "simulate", help="propagation training cases simulated from a segmentation dataset's single time points",
+        description="Each case of DATASET (an nnU-Net raw dataset with one channel) becomes the prior of "
+                    "--per-case simulated follow-ups: smooth random deformation with breathing and a rigid "
+                    "shift, tumour growth or shrinkage, intensity and noise changes. Each follow-up is then "
+                    "registered back like a real pair (or, with --true-transform, warped with the known one).")
+    simulate.add_argument("--per-case", type=int, default=2, help="follow-ups per case (default 2)")
+    simulate.add_argument("--seed", type=int, default=0, help="of the simulation (default 0)")
+    simulate.add_argument("--true-transform", action="store_true",
+                          help="use the simulated deformation instead of registering (a perfect registration)")
+    for sub in (longitudinal, simulate):
+        add_registration_arguments(sub)
+
     pairs.add_argument("source", type=Path, help="folder holding the cases")
+    longitudinal.add_argument("source", type=Path, help="folder holding the cases")
+    simulate.add_argument("dataset", type=Path, help="nnU-Net raw dataset folder (imagesTr, labelsTr, dataset.json)")
     dicom.add_argument("cases", type=Path, nargs="+", metavar="CASE_FOLDER",
                        help="one folder per case (e.g. a shell glob such as 'exports/LUNG1-*')")
-    for sub in (pairs, dicom):
+    for sub in (pairs, dicom, longitudinal, simulate):
         sub.add_argument("out", type=Path, help="dataset folder to create, e.g. Dataset010_Lung")
         sub.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".mha"])
         mode = sub.add_mutually_exclusive_group()
@@ -55,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
     from ..convert.writer import DatasetWriter
 
     report = ConversionReport()
-    channels, labels = ([args.modality], args.labels) if args.source_kind == "pairs" else (["CT"], [args.label])
+    cases, channels, labels, task = _CASES[args.source_kind](args, report)
     writer = DatasetWriter(args.out, channels, labels, args.file_ending, overwrite=args.overwrite, append=args.append,
-                           description=f"converted by diffumamba convert {args.source_kind}")
-    cases = _pair_cases(args, report) if args.source_kind == "pairs" else _dicom_cases(args)
+                           description=f"converted by diffumamba convert {args.source_kind}", task=task)
     for name, reason in report.failed:
         tqdm.write(f"{name}: FAILED: {reason}")
     convert_cases(cases, writer, report, progress=lambda items: tqdm(items, desc="convert", unit="case"),
@@ -74,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pair_cases(args, report):
+    """Cases, channel names, label names and task of 'convert pairs'."""
     from ..convert.pairs import PairPattern, find_pairs
     from ..convert.run import SourceCase
     from ..evaluation.images import read_label_map
@@ -91,13 +120,42 @@ def _pair_cases(args, report):
             return [_read_image(pair.image)], read_label_map(pair.label)[0]
         return load
 
-    return [SourceCase(p.name, loader(p)) for p in pairs]
+    return [SourceCase(p.name, loader(p)) for p in pairs], [args.modality], args.labels, "segmentation"
 
 
-def _dicom_cases(args):
+def _dicom_cases(args, report):
     from ..convert.dicom import dicom_cases
 
-    return dicom_cases(args.cases, args.roi)
+    return dicom_cases(args.cases, args.roi), ["CT"], [args.label], "segmentation"
+
+
+def _longitudinal_cases(args, report):
+    from ..convert.longitudinal import longitudinal_cases, propagation_channels
+
+    cases = []
+    for items in args.pair:
+        if len(items) not in (4, 5):
+            raise ValueError(f"--pair takes PRIOR_IMAGE PRIOR_LABEL CURRENT_IMAGE CURRENT_LABEL [NAME], "
+                             f"got {len(items)} value(s)")
+        found, problems = longitudinal_cases(args.source, tuple(items[:4]), items[4] if len(items) == 5 else "{case}",
+                                             registration_settings(args), args.both_directions)
+        cases += found
+        report.failed.extend(problems)
+    return cases, propagation_channels(args.modality), ["GTV"], "propagation"
+
+
+def _simulated_cases(args, report):
+    from ..convert.longitudinal import propagation_channels, simulated_cases
+
+    if args.per_case < 1:
+        raise ValueError("--per-case must be at least 1")
+    cases, modality = simulated_cases(args.dataset, args.per_case, registration_settings(args), args.seed,
+                                      args.true_transform)
+    return cases, propagation_channels(modality), ["GTV"], "propagation"
+
+
+_CASES = {"pairs": _pair_cases, "dicom": _dicom_cases, "longitudinal": _longitudinal_cases,
+          "simulate": _simulated_cases}
 
 
 def _read_image(path: Path):

@@ -39,8 +39,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from ..devices import resolve_device
     from ..inference.inputs import find_inputs
     from ..inference.outputs import write_prediction
     from ..inference.lung_box import lung_box
@@ -50,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.overlap is not None and not 0 <= args.overlap < 1:
         raise ValueError("--overlap must be in [0, 1)")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    device = resolve_device(args.device)
     loaded = [load_model(path, device) for path in args.model]
     networks, plans = [model for model, _ in loaded], [header["plan"] for _, header in loaded]
     check_same_plan(plans)

@@ -42,7 +42,7 @@ def registered_case(current, current_label, prior, prior_label, settings: Regist
         transform = register(current, prior, settings, prior_mask=prior_label).transform
     warped_image = warp_image(prior, current, transform)
     warped_mask = sitk.Cast(warp_mask(prior_label, current, transform), sitk.sitkFloat32)
-    return [sitk.Cast(current, sitk.sitkFloat32), warped_image, warped_mask], current_label
+    return [sitk.Cast(current, sitk.sitkFloat32), warped_image, warped_mask], sitk.Cast(current_label > 0, sitk.sitkUInt8)
 
 
 def longitudinal_cases(source: Path, patterns: tuple[str, str, str, str], name: str, settings: RegistrationSettings,

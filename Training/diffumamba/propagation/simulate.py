@@ -60,19 +60,31 @@ class SimulatedFollowUp:
 def change_tumour_volume(image, mask, ratio: float, rng: np.random.Generator, spacing=(1.0, 1.0, 1.0)):
     """(image, mask) numpy arrays with the tumour grown or shrunk to ``ratio`` times its volume
     (``spacing``: x, y, z in mm, so growth is isotropic in millimetres)."""
-    import SimpleITK as sitk
     from scipy import ndimage
 
     inside = mask > 0
     if not inside.any() or abs(ratio - 1) < 1e-3:
         return image.copy(), inside.astype(np.uint8)
-    grid = sitk.GetImageFromArray(inside.astype(np.uint8))
-    grid.SetSpacing([float(s) for s in spacing])
-    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(grid, insideIsPositive=False,
-                                                                   squaredDistance=False, useImageSpacing=True))
-    target = max(1, int(round(inside.sum() * ratio)))
-    level = np.partition(distance.ravel(), target - 1)[target - 1]
-    new = distance <= level
+    if ratio > 8:
+        raise ValueError(f"a tumour volume ratio of {ratio} is beyond what the simulation models (at most 8)")
+    # Work in the tumour's box plus half its extent (room for doubling the radius).
+    where = np.argwhere(inside)
+    low, high = where.min(0), where.max(0) + 1
+    margin = (high - low) // 2 + 2
+    box = tuple(slice(max(0, a - m), min(n, b + m)) for a, b, m, n in zip(low, high, margin, inside.shape))
+    sampling = tuple(reversed([float(v) for v in spacing]))
+    local = inside[box]
+    signed = ndimage.distance_transform_edt(~local, sampling=sampling) - ndimage.distance_transform_edt(local, sampling=sampling)
+    # Voxel distances tie in whole shells; break ties by distance from the centroid so the tumour grows and
+    # shrinks roughly evenly, and take exactly the target number of voxels.
+    centre = np.array(np.nonzero(local)).mean(1)
+    radial = np.sqrt(sum(((np.indices(local.shape)[a] - centre[a]) * sampling[a]) ** 2 for a in range(3)))
+    key = signed + 1e-3 * radial / max(float(radial.max()), 1e-6)
+    target = max(1, min(int(round(local.sum() * ratio)), local.size))
+    chosen = np.zeros(local.size, bool)
+    chosen[np.argpartition(key.ravel(), target - 1)[:target]] = True
+    new = np.zeros_like(inside)
+    new[box] = chosen.reshape(local.shape)
     out = image.copy()
     tumour_values = image[inside]
     ring = ndimage.binary_dilation(inside, iterations=4) & ~ndimage.binary_dilation(inside, iterations=1)
@@ -80,8 +92,10 @@ def change_tumour_volume(image, mask, ratio: float, rng: np.random.Generator, sp
     grown, vacated = new & ~inside, inside & ~new
     out[grown] = rng.choice(tumour_values, int(grown.sum()))
     out[vacated] = rng.choice(surround_values, int(vacated.sum()))
-    # Soften the pasted voxels a little so their texture is not a give-away of the change.
-    changed = ndimage.binary_dilation(grown | vacated)
+    # Partial volume on the new tumour surface only, so the edge is not a give-away of the change while
+    # the pasted interior keeps tumour (or surrounding tissue) values.
+    edge = (new ^ ndimage.binary_erosion(new)) | (ndimage.binary_dilation(new) & ~new)
+    changed = edge & ndimage.binary_dilation(grown | vacated)
     out[changed] = ndimage.gaussian_filter(out, 0.7)[changed]
     return out, new.astype(np.uint8)
 

@@ -33,12 +33,15 @@ def jacobian_range(transform, reference, spacing_mm: float = 4.0) -> tuple[float
     import SimpleITK as sitk
 
     spacing = np.maximum(np.array(reference.GetSpacing()), spacing_mm)
-    size = np.maximum(2, np.round(np.array(reference.GetSize()) * np.array(reference.GetSpacing()) / spacing)).astype(int)
+    size = np.maximum(3, np.round(np.array(reference.GetSize()) * np.array(reference.GetSpacing()) / spacing)).astype(int)
     grid = sitk.Image([int(n) for n in size], sitk.sitkUInt8)
     grid.SetOrigin(reference.GetOrigin())
     grid.SetSpacing([float(s) for s in spacing])
     grid.SetDirection(reference.GetDirection())
     field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, grid.GetSize(), grid.GetOrigin(),
                                               grid.GetSpacing(), grid.GetDirection())
-    jacobian = sitk.GetArrayViewFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
+    jacobian = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))  # a view would outlive its image
+    # The filter differentiates one-sidedly on the border (wrong for any rotation): judge the interior.
+    interior = tuple(slice(1, -1) if n >= 3 else slice(None) for n in jacobian.shape)
+    jacobian = jacobian[interior]
     return float(jacobian.min()), float(jacobian.max())

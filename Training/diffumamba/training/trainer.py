@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..nets import NetworkConfig, build_network
 from ..propagation.prior_augmentation import perturb_prior
 from .augmentation import training_transforms
@@ -79,8 +80,7 @@ class Trainer:
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.out_dir = Path(out_dir)
         self.meta = meta or {}
-        device = settings.device
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        self.device = resolve_device(settings.device)
         self.world_size, self.rank = _init_distributed(self.device)
         if self.device.type == "cuda" and self.world_size > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))

@@ -1,0 +1,146 @@
+"""``diffumamba propagate``: carry the prior visit's GTV onto the current scan (register, warp, refine)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from ..inference.outputs import FORMATS
+from .registration_options import add_registration_arguments, registration_settings
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "propagate", help="propagate a prior GTV onto a follow-up scan (registration, optional refinement model)",
+        description="Register the prior scan to the current one (rigid, then a B-spline around the GTV; Mattes "
+                    "mutual information, restricted to the body on CT), warp the prior GTV onto the current grid "
+                    "and, with --model (a checkpoint trained with 'train --task propagation'), refine it with the "
+                    "current scan. Writes the GTV on the current grid in --format, and NAME_propagation.json with "
+                    "prior and current volume, change and the registration's figures.")
+    parser.add_argument("--prior", type=Path, required=True, help="prior-visit scan: DICOM series folder or image file")
+    parser.add_argument("--prior-gtv", type=Path, required=True, metavar="PATH",
+                        help="prior GTV: RTSTRUCT or DICOM SEG file (with a DICOM --prior), .seg.nrrd, or label map")
+    parser.add_argument("--current", type=Path, required=True, help="current scan: DICOM series folder or image file")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--model", type=Path, nargs="+", metavar="CHECKPOINT",
+                        help="propagation checkpoint(s) (ensembled); without: registration only")
+    parser.add_argument("--prior-roi", metavar="NAME_OR_REGEX",
+                        help="structure(s) of --prior-gtv to propagate (default: the only one, else names matching "
+                             "'gtv.*', case-insensitive)")
+    parser.add_argument("--prior-label", type=int, help="label value to propagate when --prior-gtv is a label map "
+                                                        "(default: every non-zero voxel)")
+    parser.add_argument("--prior-series-uid", help="the prior series when the --prior folder holds several")
+    parser.add_argument("--current-series-uid", help="the current series when the --current folder holds several")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["nifti"], dest="formats",
+                        help="output formats (default nifti); dicom-seg and rtstruct need a DICOM --current")
+    parser.add_argument("--save-registered", action="store_true",
+                        help="also write the registered prior scan and prior GTV on the current grid (for review)")
+    add_registration_arguments(parser)
+    refinement = parser.add_argument_group("refinement (with --model)")
+    refinement.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    refinement.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, else 0.5)")
+    refinement.add_argument("--crop", choices=["auto", "none", "lungs"], default="auto",
+                            help="restrict refinement to the lungs' box on CT (auto: what the model's plan says)")
+    parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
+                        help="json: one JSON line per step on stderr for GUIs")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device
+    from ..inference.outputs import write_prediction
+    from ..inference.predictor import Prediction, check_same_plan
+    from ..inference.progress import make_progress
+    from ..propagation.pipeline import is_propagation_plan, propagate
+    from ..propagation.prior_mask import read_prior_mask
+    from ..training.checkpoint import load_model
+
+    settings = registration_settings(args)
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        raise ValueError("--overlap must be in [0, 1)")
+    networks, plan, modality = [], None, None
+    if args.model:
+        device = resolve_device(args.device)
+        loaded = [load_model(path, device) for path in args.model]
+        plans = [header["plan"] for _, header in loaded]
+        check_same_plan(plans)
+        plan, networks = plans[0], [model for model, _ in loaded]
+        if not is_propagation_plan(plan):
+            raise ValueError(f"{args.model[0].name} is not a propagation model (its inputs are "
+                             f"{', '.join(plan['channel_names'])}); train one with 'train --task propagation', "
+                             "or leave out --model for registration only")
+        modality = plan["channel_names"][0]
+    else:
+        device = "cpu"
+    defaults = (plan or {}).get("inference", {})
+    overlap = args.overlap if args.overlap is not None else defaults.get("overlap", 0.5)
+    crop = defaults.get("crop", "none") if args.crop == "auto" else args.crop
+    prior = _one_case(args.prior, args.prior_series_uid, modality, "--prior")
+    current = _one_case(args.current, args.current_series_uid, modality, "--current")
+    if prior.modality and current.modality and prior.modality != current.modality:
+        raise ValueError(f"the prior scan is {prior.modality} and the current one {current.modality}; "
+                         "propagation needs two scans of the same modality")
+    if any(f in ("dicom-seg", "rtstruct") for f in args.formats) and current.slices is None:
+        raise ValueError("DICOM SEG and RTSTRUCT outputs need the current scan as a DICOM series")
+    prior_mask = read_prior_mask(args.prior_gtv, prior, args.prior_roi, args.prior_label)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = make_progress(args.progress)
+    try:
+        result = propagate(current.image, prior.image, prior_mask, settings, networks=networks, plan=plan,
+                           overlap=overlap, device=device, crop=crop,
+                           progress=lambda stage, fraction: progress.report(stage, 0.95 * fraction, current.name))
+        progress.report("write", 0.95, current.name)
+        label_names = {int(v): k for k, v in plan["labels"].items()} if plan else {0: "background", 1: "GTV"}
+        written = write_prediction(current, Prediction(result.labels), args.out, args.formats, label_names,
+                                   warn=lambda m: print(m, file=sys.stderr))
+        if args.save_registered:
+            written += _write_registered(current, result, args.out)
+        report_path = args.out / f"{current.name}_propagation.json"
+        _write_report(report_path, args, settings, result.report)
+        written.append(report_path)
+        progress.report("done", 1.0, current.name)
+    finally:
+        progress.close()
+    r = result.report
+    change = "n/a" if r["volume_change_percent"] is None else f"{r['volume_change_percent']:+.1f} %"
+    print(f"{current.name}: prior GTV {r['prior_volume_ml']:.1f} ml -> current {r['current_volume_ml']:.1f} ml "
+          f"({change}; {'refined by the model' if r['refined'] else 'registration only'}); Dice registered prior vs "
+          f"result {r['dice_registered_prior_vs_result']:.3f}; registration "
+          f"{sum(r['registration_seconds'].values()):.0f} s; wrote {', '.join(p.name for p in written)}")
+    return 0
+
+
+def _one_case(path: Path, series_uid, modality, option: str):
+    from ..inference.inputs import find_inputs
+
+    cases = find_inputs([path], series_uid, modality)
+    if len(cases) != 1:
+        raise ValueError(f"{option} must be one scan (a DICOM series folder or an image file); {path} holds "
+                         f"{len(cases)} images")
+    return cases[0][1]()
+
+
+def _write_registered(current, result, out: Path) -> list[Path]:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..imageio import write_image_atomic
+
+    mask = sitk.GetImageFromArray(result.warped_prior.astype(np.uint8))
+    mask.CopyInformation(current.image)
+    paths = [out / f"{current.name}_registered_prior_gtv.nii.gz", out / f"{current.name}_registered_prior.nii.gz"]
+    write_image_atomic(mask, paths[0])
+    write_image_atomic(result.warped_prior_image, paths[1])
+    return paths
+
+
+def _write_report(path: Path, args, settings, report: dict) -> None:
+    from ..files import atomic_write_text
+
+    record = {"prior": str(args.prior), "prior_gtv": str(args.prior_gtv), "current": str(args.current),
+              "models": [str(m) for m in args.model or []], "registration_settings": asdict(settings), **report}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
