@@ -83,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if prior.modality and current.modality and prior.modality != current.modality:
         raise ValueError(f"the prior scan is {prior.modality} and the current one {current.modality}; "
                          "propagation needs two scans of the same modality")
+    from ..propagation.registration import looks_like_ct
+
+    if looks_like_ct(prior.image) != looks_like_ct(current.image):
+        ct, other = ("prior", "current") if looks_like_ct(prior.image) else ("current", "prior")
+        raise ValueError(f"the {ct} scan is a CT (Hounsfield units) and the {other} one is not; propagation "
+                         "needs two scans of the same modality")
     if any(f in ("dicom-seg", "rtstruct") for f in args.formats) and current.slices is None:
         raise ValueError("DICOM SEG and RTSTRUCT outputs need the current scan as a DICOM series")
     prior_mask = read_prior_mask(args.prior_gtv, prior, args.prior_roi, args.prior_label)
