@@ -135,3 +135,19 @@ def test_crop_to_the_lungs_keeps_the_input_grid(checkpoint, tmp_path):
     written = sitk.ReadImage(str(tmp_path / "phantom03.nii.gz"))
     image = sitk.ReadImage(str(image_path))
     assert written.GetSize() == image.GetSize() and np.allclose(written.GetOrigin(), image.GetOrigin())
+
+
+def test_predict_defaults_come_from_the_models_plan(everything_model, tmp_path):
+    """A lung-cpu model crops to the lungs unless told otherwise (a model that calls every voxel GTV shows where)."""
+    model, header = load_model(everything_model)
+    plan = {**header["plan"], "inference": {"overlap": 0.25, "crop": "lungs"}}
+    lung_cpu = tmp_path / "lung_cpu.safetensors"
+    save_checkpoint(lung_cpu, model, NetworkConfig.from_dict(header["network"]),
+                    {**{k: v for k, v in header.items() if k not in ("network", "format", "provenance")}, "plan": plan})
+    image_path = everything_model.parent / "Dataset900_Phantom" / "imagesTs" / "phantom03_0000.nii.gz"
+    for name, options in (("default", []), ("none", ["--crop", "none"])):
+        assert main(["predict", str(image_path), "--model", str(lung_cpu), "--out", str(tmp_path / name),
+                     "--progress", "none", *options]) == 0
+    cropped = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "default" / "phantom03.nii.gz")))
+    whole = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "none" / "phantom03.nii.gz")))
+    assert whole.all() and 0 < cropped.sum() < 0.9 * whole.size

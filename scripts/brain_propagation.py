@@ -8,7 +8,8 @@ command (printed before it runs), so the experiment is the product's own path en
 2. ``train --task propagation`` Diff-UMamba on 3 patient-grouped folds (a patient's real, reversed and
    simulated cases always on one side), with the budget of the brain network comparison;
 3. for every held-out pair and direction, ``propagate`` with the fold's model and ``--save-registered``
-   (one run gives the registered prior GTV and the refined result) and ``predict`` with the no-prior
+   (one run gives the registered prior GTV and the refined result, kept within the default 15 mm search
+   margin of the registered prior), again with ``--search-margin-mm 0``, and ``predict`` with the no-prior
    Diff-UMamba of the same fold (the segmentation experiment of docs/experiments.md, same folds and
    budget); "copy" is the prior mask unchanged (the scans share a grid upstream);
 4. Dice and HD95 against the current visit's expert mask, per patient, with the paired difference of
@@ -98,6 +99,9 @@ def score(work: Path, data: Path, patient: str, direction: str, fold: int, refin
         cli("propagate", "--prior", folder / f"{prior}_Scan_T1.nii.gz", "--prior-gtv", folder / f"{prior}_Mask.nii.gz",
             "--current", folder / f"{current}_Scan_T1.nii.gz", "--model", refined, "--out", out, "--save-registered",
             "--progress", "none")
+        cli("propagate", "--prior", folder / f"{prior}_Scan_T1.nii.gz", "--prior-gtv", folder / f"{prior}_Mask.nii.gz",
+            "--current", folder / f"{current}_Scan_T1.nii.gz", "--model", refined, "--out", out / "anywhere",
+            "--search-margin-mm", "0", "--progress", "none")
         cli("predict", folder / f"{current}_Scan_T1.nii.gz", "--model", no_prior, "--out", out / "no_prior",
             "--progress", "none")
     reference_image = sitk.ReadImage(str(folder / f"{current}_Mask.nii.gz"))
@@ -106,6 +110,7 @@ def score(work: Path, data: Path, patient: str, direction: str, fold: int, refin
     results = {"copy prior": folder / f"{prior}_Mask.nii.gz",
                "registration only": out / f"{current}_Scan_T1_registered_prior_gtv.nii.gz",
                "refined (Diff-UMamba)": out / f"{current}_Scan_T1.nii.gz",
+               "refined, no search margin": out / "anywhere" / f"{current}_Scan_T1.nii.gz",
                "no prior (Diff-UMamba)": out / "no_prior" / f"{current}_Scan_T1.nii.gz"}
     rows = []
     for method, path in results.items():

@@ -39,30 +39,21 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..devices import resolve_device
     from ..inference.inputs import find_inputs
-    from ..inference.outputs import write_prediction
     from ..inference.lung_box import lung_box
-    from ..inference.predictor import check_same_plan, predict_in_box
+    from ..inference.models import load_ensemble
+    from ..inference.outputs import write_prediction
+    from ..inference.predictor import predict_in_box
     from ..inference.progress import make_progress
-    from ..training.checkpoint import load_model
 
     if args.overlap is not None and not 0 <= args.overlap < 1:
         raise ValueError("--overlap must be in [0, 1)")
-    device = resolve_device(args.device)
-    loaded = [load_model(path, device) for path in args.model]
-    networks, plans = [model for model, _ in loaded], [header["plan"] for _, header in loaded]
-    check_same_plan(plans)
-    plan = plans[0]
-    defaults = plan.get("inference", {})
-    overlap = args.overlap if args.overlap is not None else defaults.get("overlap", 0.5)
-    crop = defaults.get("crop", "none") if args.crop == "auto" else args.crop
+    ensemble = load_ensemble(args.model, args.device)
+    networks, plan, device = ensemble.networks, ensemble.plan, ensemble.device
     if len(plan["channel_names"]) != 1:
         raise ValueError(f"the model takes {len(plan['channel_names'])} input channels; predict segments "
                          "single-channel images (propagation models are run by 'diffumamba propagate')")
-    label_names = {int(v): k for k, v in plan["labels"].items()}
-    if crop == "lungs" and plan["channel_names"][0] != "CT":
-        raise ValueError("--crop lungs needs a CT model")
+    overlap, crop, label_names = ensemble.overlap(args.overlap), ensemble.crop(args.crop), ensemble.label_names
     cases = find_inputs(args.inputs, args.series_uid, plan["channel_names"][0])
     args.out.mkdir(parents=True, exist_ok=True)
     progress = make_progress(args.progress)

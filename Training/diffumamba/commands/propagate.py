@@ -40,6 +40,9 @@ def add_parser(commands) -> None:
                         help="also write the registered prior scan and prior GTV on the current grid (for review)")
     add_registration_arguments(parser)
     refinement = parser.add_argument_group("refinement (with --model)")
+    refinement.add_argument("--search-margin-mm", type=float, default=15.0, metavar="MM",
+                            help="keep the refined GTV within this distance of the registered prior GTV (default 15; "
+                                 "0: anywhere)")
     refinement.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     refinement.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, else 0.5)")
     refinement.add_argument("--crop", choices=["auto", "none", "lungs"], default="auto",
@@ -50,41 +53,35 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..devices import resolve_device
+    from ..inference.models import load_ensemble
     from ..inference.outputs import write_prediction
-    from ..inference.predictor import Prediction, check_same_plan
+    from ..inference.predictor import Prediction
     from ..inference.progress import make_progress
     from ..propagation.pipeline import is_propagation_plan, propagate
     from ..propagation.prior_mask import read_prior_mask
-    from ..training.checkpoint import load_model
+    from ..propagation.registration import looks_like_ct
 
     settings = registration_settings(args)
+    if args.search_margin_mm < 0:
+        raise ValueError("--search-margin-mm must be >= 0")
     if args.overlap is not None and not 0 <= args.overlap < 1:
         raise ValueError("--overlap must be in [0, 1)")
-    networks, plan, modality = [], None, None
+    networks, plan, modality, device, overlap, crop = [], None, None, "cpu", 0.5, "none"
+    label_names = {0: "background", 1: "GTV"}
     if args.model:
-        device = resolve_device(args.device)
-        loaded = [load_model(path, device) for path in args.model]
-        plans = [header["plan"] for _, header in loaded]
-        check_same_plan(plans)
-        plan, networks = plans[0], [model for model, _ in loaded]
-        if not is_propagation_plan(plan):
+        ensemble = load_ensemble(args.model, args.device)
+        if not is_propagation_plan(ensemble.plan):
             raise ValueError(f"{args.model[0].name} is not a propagation model (its inputs are "
-                             f"{', '.join(plan['channel_names'])}); train one with 'train --task propagation', "
+                             f"{', '.join(ensemble.plan['channel_names'])}); train one with 'train --task propagation', "
                              "or leave out --model for registration only")
-        modality = plan["channel_names"][0]
-    else:
-        device = "cpu"
-    defaults = (plan or {}).get("inference", {})
-    overlap = args.overlap if args.overlap is not None else defaults.get("overlap", 0.5)
-    crop = defaults.get("crop", "none") if args.crop == "auto" else args.crop
+        networks, plan, device = ensemble.networks, ensemble.plan, ensemble.device
+        modality, overlap, crop, label_names = (plan["channel_names"][0], ensemble.overlap(args.overlap),
+                                                ensemble.crop(args.crop), ensemble.label_names)
     prior = _one_case(args.prior, args.prior_series_uid, modality, "--prior")
     current = _one_case(args.current, args.current_series_uid, modality, "--current")
     if prior.modality and current.modality and prior.modality != current.modality:
         raise ValueError(f"the prior scan is {prior.modality} and the current one {current.modality}; "
                          "propagation needs two scans of the same modality")
-    from ..propagation.registration import looks_like_ct
-
     if looks_like_ct(prior.image) != looks_like_ct(current.image):
         ct, other = ("prior", "current") if looks_like_ct(prior.image) else ("current", "prior")
         raise ValueError(f"the {ct} scan is a CT (Hounsfield units) and the {other} one is not; propagation "
@@ -97,10 +94,9 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress(args.progress)
     try:
         result = propagate(current.image, prior.image, prior_mask, settings, networks=networks, plan=plan,
-                           overlap=overlap, device=device, crop=crop,
+                           overlap=overlap, device=device, crop=crop, search_margin_mm=args.search_margin_mm or None,
                            progress=lambda stage, fraction: progress.report(stage, 0.95 * fraction, current.name))
         progress.report("write", 0.95, current.name)
-        label_names = {int(v): k for k, v in plan["labels"].items()} if plan else {0: "background", 1: "GTV"}
         written = write_prediction(current, Prediction(result.labels), args.out, args.formats, label_names,
                                    warn=lambda m: print(m, file=sys.stderr))
         if args.save_registered:

@@ -18,6 +18,8 @@ from .warp import jacobian_range, warp_image, warp_mask
 __all__ = ["PropagationResult", "propagate", "is_propagation_plan", "PRIOR_MASK_CHANNEL"]
 
 PRIOR_MASK_CHANNEL = "noNorm"   # nnU-Net's name for a channel left unnormalised
+SEARCH_MARGIN_MM = 15.0         # growth of a 3 cm GTV to twice its volume moves its surface ~4 mm; plus registration error
+CONTEXT_MM = 40.0               # image context around the search region given to the network on CT
 
 
 def is_propagation_plan(plan: dict) -> bool:
@@ -37,8 +39,14 @@ class PropagationResult:
 
 def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[RegistrationSettings] = None,
               networks: Sequence = (), plan: Optional[dict] = None, overlap: float = 0.5, device="cpu",
-              crop: str = "none", progress: Optional[Callable[[str, float], None]] = None) -> PropagationResult:
-    """Propagate ``prior_mask`` ((z, y, x) on ``prior``'s grid) onto ``current`` (SimpleITK images)."""
+              crop: str = "none", progress: Optional[Callable[[str, float], None]] = None,
+              search_margin_mm: Optional[float] = SEARCH_MARGIN_MM) -> PropagationResult:
+    """Propagate ``prior_mask`` ((z, y, x) on ``prior``'s grid) onto ``current`` (SimpleITK images).
+
+    With ``networks``, the refined GTV is kept within ``search_margin_mm`` of the registered prior GTV
+    (None: anywhere): propagation follows a known tumour, so tissue far from it is not searched (on CT the
+    network runs only on that region plus context, which is also what makes refinement fast).
+    """
     import SimpleITK as sitk
 
     report = progress or (lambda stage, fraction: None)
@@ -60,14 +68,42 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
         data = np.stack([sitk.GetArrayFromImage(current).astype(np.float32),
                          sitk.GetArrayFromImage(warped_image).astype(np.float32), warped.astype(np.float32)])
         spacing = tuple(reversed(current.GetSpacing()))
-        box = lung_box(data[0], spacing) if crop == "lungs" else None
+        region = near(warped, spacing, search_margin_mm) if search_margin_mm else None
+        if region is not None and plan["channel_names"][0] == "CT":
+            # CT normalisation is fixed, so a crop sees the same intensities as the whole scan; per-image
+            # z-scores (MR) would change with the crop, so other modalities are predicted whole.
+            box = bounding_box(region, spacing, CONTEXT_MM)
+        else:
+            box = lung_box(data[0], spacing) if crop == "lungs" else None
         prediction = predict_in_box(box, data, networks=networks, plan=plan, spacing=spacing, overlap=overlap,
                                     device=device, progress=lambda s, f: report("refine", 0.6 + 0.35 * f))
         labels, refined = (prediction.labels > 0).astype(np.uint8), True
+        if region is not None:
+            labels &= region.astype(np.uint8)
     result = PropagationResult(labels, warped, warped_image, registration, refined)
     result.report = propagation_report(prior_mask, prior, warped, labels, current, registration, refined)
+    result.report["search_margin_mm"] = search_margin_mm if refined else None
     report("done", 1.0)
     return result
+
+
+def bounding_box(mask: np.ndarray, spacing, margin_mm: float = 0.0) -> tuple[slice, ...]:
+    """(z, y, x) slices of ``mask``'s bounding box plus ``margin_mm``, clipped to the array."""
+    where = np.argwhere(mask)
+    margin = np.ceil(margin_mm / np.asarray(spacing, float)).astype(int)
+    low = np.maximum(where.min(0) - margin, 0)
+    high = np.minimum(where.max(0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def near(mask: np.ndarray, spacing, margin_mm: float) -> np.ndarray:
+    """Voxels within ``margin_mm`` (Euclidean, in mm) of ``mask``, computed in its bounding box only."""
+    from scipy import ndimage
+
+    box = bounding_box(mask, spacing, margin_mm)
+    out = np.zeros(mask.shape, bool)
+    out[box] = ndimage.distance_transform_edt(~mask[box].astype(bool), sampling=spacing) <= margin_mm
+    return out
 
 
 def propagation_report(prior_mask, prior, warped, labels, current, registration: Registration, refined: bool) -> dict:

@@ -3,8 +3,8 @@ fails without it.
 
 A registered prior GTV is never exactly right: registration errs by millimetres, the prior contour had its
 own observer, and the tumour changed in between. Per training patch (channels: current scan ..., prior
-scan, prior GTV), with probability ``drop`` both prior channels are zeroed (the "no usable prior" input
-that ``propagate`` also gives the model when asked to ignore the prior); otherwise, with probability
+scan, prior GTV), with probability ``drop`` both prior channels are zeroed (a prior that carries no
+information, so the model learns to segment from the current scan alone where the prior is unhelpful); otherwise, with probability
 ``perturb``, the prior GTV is shifted by up to ``max_shift`` voxels per axis and dilated or eroded by up to
 ``max_radius`` voxels (max pooling of the mask and of its complement).
 """

@@ -1,0 +1,46 @@
+"""The checkpoints of one ``predict`` or ``propagate`` run: loaded weights-only, one plan, its inference defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .predictor import check_same_plan
+
+__all__ = ["Ensemble", "load_ensemble"]
+
+
+@dataclass
+class Ensemble:
+    networks: list
+    plan: dict
+    device: object
+
+    def overlap(self, requested: Optional[float]) -> float:
+        """``requested``, else the plan's (0.25 for the lung-cpu preset), else nnU-Net's 0.5."""
+        if requested is not None and not 0 <= requested < 1:
+            raise ValueError("--overlap must be in [0, 1)")
+        return requested if requested is not None else self.plan.get("inference", {}).get("overlap", 0.5)
+
+    def crop(self, requested: str) -> str:
+        """``auto`` means what the plan says (``lungs`` for the lung-cpu preset), else no crop."""
+        crop = self.plan.get("inference", {}).get("crop", "none") if requested == "auto" else requested
+        if crop == "lungs" and self.plan["channel_names"][0] != "CT":
+            raise ValueError("--crop lungs needs a CT model")
+        return crop
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        return {int(v): k for k, v in self.plan["labels"].items()}
+
+
+def load_ensemble(paths: Sequence[Path], device: str) -> Ensemble:
+    from ..devices import resolve_device
+    from ..training.checkpoint import load_model
+
+    resolved = resolve_device(device)
+    loaded = [load_model(path, resolved) for path in paths]
+    plans = [header["plan"] for _, header in loaded]
+    check_same_plan(plans)
+    return Ensemble([model for model, _ in loaded], plans[0], resolved)
