@@ -193,12 +193,19 @@ def test_refined_propagation_with_a_model(propagation_model, tmp_path):
     out = tmp_path / "out"
     assert main(["propagate", "--prior", str(prior), "--prior-gtv", str(prior_gtv), "--current", str(current),
                  "--model", str(root / "run" / "last.safetensors"), "--out", str(out), "--rigid-only",
-                 "--progress", "none"]) == 0
+                 "--save-registered", "--progress", "none"]) == 0
     report = json.loads((out / "phantom00_sim0_propagation.json").read_text())
     assert report["refined"] is True and report["models"]
     result = sitk.ReadImage(str(out / "phantom00_sim0.nii.gz"))
     assert result.GetSize() == sitk.ReadImage(str(current)).GetSize()
-    assert report["current_volume_ml"] == pytest.approx(sitk.GetArrayFromImage(result).sum() * np.prod(result.GetSpacing()) / 1000)
+    labels = sitk.GetArrayFromImage(result)
+    assert report["current_volume_ml"] == pytest.approx(labels.sum() * np.prod(result.GetSpacing()) / 1000, abs=1e-3)
+    # Nothing beyond the search margin (15 mm) of the registered prior GTV, however the tiny model guesses.
+    from scipy import ndimage
+
+    registered = array(out / "phantom00_sim0_registered_prior_gtv.nii.gz") > 0
+    distance = ndimage.distance_transform_edt(~registered, sampling=tuple(reversed(result.GetSpacing())))
+    assert labels.any() and distance[labels > 0].max() <= 15.0 and report["search_margin_mm"] == 15.0
 
 
 def test_models_of_the_wrong_task_are_refused(propagation_model, shared_data, tmp_path, capsys):
