@@ -122,7 +122,9 @@ def main() -> int:
                 sitk.WriteImage(written, str(work / f"{file}.nii.gz"))
             spacing = tuple(reversed(image.GetSpacing()))
             print(f"{name}: {image.GetSize()} voxels, spacing {np.round(image.GetSpacing(), 2).tolist()} mm, "
-                  f"GTV {truth.sum() * np.prod(spacing) / 1000:.1f} ml; follow-up simulated in {simulate_seconds:.0f} s",
+                  f"GTV {sitk.GetArrayViewFromImage(gtv).sum() * np.prod(spacing) / 1000:.1f} ml (follow-up "
+                  f"{truth.sum() * np.prod(spacing) / 1000:.1f} ml after the deformation); follow-up simulated in "
+                  f"{simulate_seconds:.0f} s",
                   flush=True)
             for round_ in range(args.rounds):
                 names = list(chosen)
