@@ -1,0 +1,158 @@
+"""Runs the ``diffumamba`` command line in a subprocess without blocking Slicer's GUI.
+
+Why a subprocess: torch's memory and any crash stay out of Slicer, the GPU is freed at exit, the same
+command runs outside Slicer, and cancelling is a kill. The command reports progress as one JSON object per
+line on stderr (``--progress json``); two reader threads queue the child's lines and the GUI drains them
+with ``poll()`` from a timer, so no Qt is needed here and the class is tested without Slicer. ``cancel()``
+kills the whole process tree (the child is started in its own process group / session), because killing
+the launcher alone can leave the real Python process running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+__all__ = ["Progress", "parse_progress", "CommandRunner", "RunResult"]
+
+
+@dataclass
+class Progress:
+    stage: str
+    fraction: float      # of the whole run, 0..1
+    message: str = ""
+
+
+def parse_progress(line: str) -> Optional[Progress]:
+    """A progress line of ``--progress json``, or None for any other line (log text)."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or "stage" not in record or "fraction" not in record:
+        return None
+    try:
+        fraction = min(max(float(record["fraction"]), 0.0), 1.0)
+    except (TypeError, ValueError):
+        return None
+    return Progress(str(record["stage"]), fraction, str(record.get("message", "")))
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    cancelled: bool
+    error: str = ""       # the command's own "error:" / "FAILED:" line, for the user
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.cancelled
+
+
+class CommandRunner:
+    """One run of a command; ``start``, then ``poll`` until it returns a ``RunResult``, or ``cancel``.
+
+    Args:
+        command: the argument list (in Slicer: ``[PythonSlicer, "-m", "diffumamba", ...]``).
+        on_progress: called with each ``Progress`` (from ``poll``'s thread).
+        on_log: called with every other output line.
+    """
+
+    def __init__(self, command: Sequence[str], on_progress: Callable[[Progress], None] = lambda p: None,
+                 on_log: Callable[[str], None] = lambda line: None, env: Optional[dict] = None,
+                 cwd: Optional[str] = None):
+        self.command, self.env, self.cwd = list(command), env, cwd
+        self.on_progress, self.on_log = on_progress, on_log
+        self.process: Optional[subprocess.Popen] = None
+        self._lines: "queue.Queue[tuple[str, Optional[str]]]" = queue.Queue()
+        self._readers: list[threading.Thread] = []
+        self._cancelled = False
+        self._error = ""
+
+    def start(self) -> None:
+        if self.process is not None:
+            raise RuntimeError("this runner was started already; make a new one per run")
+        isolation = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
+                     else {"start_new_session": True})
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        encoding="utf-8", errors="replace", bufsize=1, env=self.env,
+                                        cwd=self.cwd, **isolation)
+        for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
+            reader = threading.Thread(target=self._read, args=(name, stream), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+
+    def _read(self, name: str, stream) -> None:
+        for line in stream:
+            self._lines.put((name, line.rstrip("\n")))
+        self._lines.put((name, None))
+
+    def poll(self) -> Optional[RunResult]:
+        """Hand the lines read so far to the callbacks; the result once the process ended and all is read."""
+        if self.process is None:
+            raise RuntimeError("start() the runner first")
+        while True:
+            try:
+                _, line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                continue
+            progress = parse_progress(line)
+            if progress is not None:
+                self.on_progress(progress)
+                continue
+            if ": error: " in line or ": FAILED: " in line:
+                self._error = line.split(": error: ", 1)[-1] if ": error: " in line else line
+            self.on_log(line)
+        if self.process.poll() is None or any(reader.is_alive() for reader in self._readers):
+            return None
+        if not self._lines.empty():
+            return self.poll()
+        return RunResult(self.process.returncode, self._cancelled, self._error)
+
+    def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> RunResult:
+        """Poll until done (scripts and tests; the GUI polls from a timer instead)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = self.poll()
+            if result is not None:
+                return result
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.command[0]} still running after {timeout} s")
+            time.sleep(interval)
+
+    def cancel(self, grace_seconds: float = 3.0) -> None:
+        """Stop the child and everything it started: terminate the group, kill what is left after the grace."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._cancelled = True
+        if sys.platform == "win32":
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], capture_output=True)
+            return
+        group = os.getpgid(self.process.pid)
+        _signal_group(group, signal.SIGTERM)
+        try:
+            self.process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(group, signal.SIGKILL)   # grandchildren that ignored SIGTERM, or outlived the child
+        self.process.wait()
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
