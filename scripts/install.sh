@@ -12,4 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
 .venv/bin/python -m pip install --quiet -e "./Training[test,bench]"
+# The Slicer module's logic is tested on real MRML classes: slicer-core is Slicer's MRML and Segmentations
+# libraries without Qt (a test dependency only; inside Slicer the application provides them).
+.venv/bin/python -m pip install --quiet "slicer-core>=5.12"
 .venv/bin/diffumamba info

@@ -1,0 +1,78 @@
+"""The module's two flows, each in three steps so the widget can run the middle one without blocking:
+
+1. ``prepare_*``: write the input nodes to files in a work folder and build the ``diffumamba`` command;
+2. run the command (``runner.CommandRunner``: progress, cancel);
+3. ``finish_*``: read the result into a new segmentation node (only then is the scene changed, so a
+   cancelled or failed run leaves it as it was).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import scene as scene_io
+
+__all__ = ["Job", "prepare_segmentation", "finish_segmentation", "prepare_propagation", "finish_propagation",
+           "diffumamba_command"]
+
+
+@dataclass
+class Job:
+    command: list
+    result: Path                   # label map the command writes
+    report: Optional[Path] = None  # propagation report (JSON)
+    files: list = field(default_factory=list)
+
+
+def diffumamba_command(python: Optional[str] = None) -> list[str]:
+    """How to call the command line: ``PythonSlicer -m diffumamba`` in Slicer, this Python elsewhere."""
+    return [python or sys.executable, "-m", "diffumamba"]
+
+
+def prepare_segmentation(volume_node, models: Sequence[Path], work: Path, device: str = "auto",
+                         python: Optional[str] = None) -> Job:
+    if not models:
+        raise ValueError("choose a model first")
+    work.mkdir(parents=True, exist_ok=True)
+    image = scene_io.write_volume(volume_node, work / "input.nii.gz")
+    out = work / "output"
+    command = [*diffumamba_command(python), "predict", str(image), "--model", *map(str, models), "--out", str(out),
+               "--device", device, "--progress", "json"]
+    return Job(command, out / "input.nii.gz", files=[image])
+
+
+def finish_segmentation(scene, job: Job, volume_node, name: Optional[str] = None):
+    if not job.result.is_file():
+        raise OSError(f"the segmentation finished without writing {job.result.name}")
+    return scene_io.import_gtv(scene, job.result, volume_node, name or f"{volume_node.GetName()} GTV")
+
+
+def prepare_propagation(scene, prior_volume, prior_segmentation, current_volume, work: Path,
+                        models: Sequence[Path] = (), segment_name: str = "GTV", device: str = "auto",
+                        python: Optional[str] = None) -> Job:
+    """The prior GTV leaves as a label map on the prior volume's grid; nothing in the scene changes."""
+    if prior_segmentation.GetSegmentation().GetSegmentIdBySegmentName(segment_name) == "":
+        names = [prior_segmentation.GetSegmentation().GetNthSegment(n).GetName()
+                 for n in range(prior_segmentation.GetSegmentation().GetNumberOfSegments())]
+        raise ValueError(f"the prior segmentation has no segment {segment_name!r}; it has {', '.join(names) or 'none'}")
+    work.mkdir(parents=True, exist_ok=True)
+    prior = scene_io.write_volume(prior_volume, work / "prior.nii.gz")
+    current = scene_io.write_volume(current_volume, work / "current.nii.gz")
+    gtv = scene_io.export_labelmap(scene, prior_segmentation, prior_volume, work / "prior_gtv.nii.gz", [segment_name])
+    out = work / "output"
+    command = [*diffumamba_command(python), "propagate", "--prior", str(prior), "--prior-gtv", str(gtv),
+               "--current", str(current), "--out", str(out), "--device", device, "--progress", "json"]
+    if models:
+        command += ["--model", *map(str, models)]
+    return Job(command, out / "current.nii.gz", out / "current_propagation.json", [prior, current, gtv])
+
+
+def finish_propagation(scene, job: Job, current_volume, name: Optional[str] = None):
+    """(segmentation node on the current volume, the command's report: volumes, change, Dice, timings)."""
+    segmentation = finish_segmentation(scene, job, current_volume, name or f"{current_volume.GetName()} GTV (propagated)")
+    report = json.loads(job.report.read_text()) if job.report and job.report.is_file() else {}
+    return segmentation, report

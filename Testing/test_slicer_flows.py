@@ -1,0 +1,118 @@
+"""The Slicer module's flows on real MRML classes (PyPI slicer-core, no application): a real CT in a volume
+node -> files -> the real ``diffumamba`` command line -> a segmentation node checked voxel for voxel against
+the command line's own output, with its name, colour, terminology and geometry; the propagation flow likewise;
+a cancelled run leaves the scene unchanged."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (installed by scripts/install.sh) is needed")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DiffUMambaSeg"))
+
+from DiffUMambaSegLib import flows, scene as scene_io  # noqa: E402
+from DiffUMambaSegLib.runner import CommandRunner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny Diff-UMamba trained a few iterations on CT phantoms: its output is what it is; we check transport."""
+    from diffumamba.cli import main
+    from diffumamba.demo.run import write_dataset
+
+    root = tmp_path_factory.mktemp("slicer_model")
+    write_dataset(root / "Dataset900_Phantom", 2, 0, seed=0)
+    assert main(["train", str(root / "Dataset900_Phantom"), "--preprocessed", str(root / "pre"), "--run-dir",
+                 str(root / "run"), "--fold", "all", "--epochs", "1", "--iterations", "2", "--features", "4", "8",
+                 "--max-patch", "16", "32", "32", "--no-amp", "--network", "diffumamba"]) == 0
+    return root / "run" / "last.safetensors"
+
+
+@pytest.fixture
+def sarcoma_scene(shared_data):
+    scene = slicer.vtkMRMLScene()
+    folder = shared_data / "sts_sarcoma_ibsi" / "STS_019" / "nifti"
+    return scene, scene_io.read_volume(scene, folder / "CT_image.nii.gz", "STS_019 CT"), folder
+
+
+def node_ids(scene):
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())
+            if not scene.GetNthNode(i).IsA("vtkMRMLSubjectHierarchyNode")}
+
+
+def run(job):
+    runner = CommandRunner(job.command)
+    runner.start()
+    result = runner.wait(timeout=600)
+    assert result.ok, result.error
+    return result
+
+
+def test_segmentation_flow_matches_the_command_line(sarcoma_scene, tiny_model, tmp_path):
+    scene, ct, folder = sarcoma_scene
+    job = flows.prepare_segmentation(ct, [tiny_model], tmp_path / "work", device="cpu")
+    written = sitk.ReadImage(str(job.files[0]))
+    original = sitk.ReadImage(str(folder / "CT_image.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(original))   # the node, unchanged
+    assert np.allclose(written.GetOrigin(), original.GetOrigin(), atol=1e-3)
+    nodes_before = node_ids(scene)
+    run(job)
+    segmentation = flows.finish_segmentation(scene, job, ct)
+    segment = segmentation.GetSegmentation().GetNthSegment(0)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1 and segment.GetName() == "GTV"
+    assert scene_io.segment_terminology(segment) == scene_io.GTV_TERMINOLOGY
+    assert np.allclose(segment.GetColor(), scene_io.GTV_COLOR)
+    cli = sitk.GetArrayFromImage(sitk.ReadImage(str(job.result))) > 0
+    assert cli.any()
+    assert np.array_equal(scene_io.segment_array(scene, segmentation, "GTV", ct) > 0, cli)
+    geometry = segmentation.GetNodeReferenceID("referenceImageGeometryRef")
+    assert geometry == ct.GetID()
+    added = sorted(scene.GetNodeByID(i).GetClassName() for i in node_ids(scene) - nodes_before)
+    assert added == ["vtkMRMLSegmentationDisplayNode", "vtkMRMLSegmentationNode"]   # no temporary node left
+
+
+def test_propagation_flow_matches_the_command_line(sarcoma_scene, tmp_path):
+    scene, ct, folder = sarcoma_scene
+    prior_gtv = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "prior GTV")
+    job = flows.prepare_propagation(scene, ct, prior_gtv, ct, tmp_path / "work")
+    exported = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "work" / "prior_gtv.nii.gz"))) > 0
+    assert np.array_equal(exported, sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "CT_mask.nii.gz"))) > 0)
+    run(job)
+    segmentation, report = flows.finish_propagation(scene, job, ct)
+    cli = sitk.GetArrayFromImage(sitk.ReadImage(str(job.result))) > 0
+    assert np.array_equal(scene_io.segment_array(scene, segmentation, "GTV", ct) > 0, cli)
+    assert report["refined"] is False and report["prior_volume_ml"] > 0
+    assert report["dice_registered_prior_vs_result"] == 1.0
+    overlap = 2 * (cli & exported).sum() / (cli.sum() + exported.sum())
+    assert overlap > 0.95                                     # the same scan: registration is about the identity
+
+
+def test_a_missing_prior_segment_is_named(sarcoma_scene, tmp_path):
+    scene, ct, folder = sarcoma_scene
+    prior_gtv = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "prior", segment_name="Tumour")
+    with pytest.raises(ValueError, match="no segment 'GTV'; it has Tumour"):
+        flows.prepare_propagation(scene, ct, prior_gtv, ct, tmp_path / "work")
+
+
+def test_a_cancelled_run_leaves_the_scene_unchanged(sarcoma_scene, tiny_model, tmp_path):
+    scene, ct, _ = sarcoma_scene
+    job = flows.prepare_segmentation(ct, [tiny_model], tmp_path / "work", device="cpu")
+    nodes_before = node_ids(scene)
+    runner = CommandRunner(job.command)
+    runner.start()
+    runner.cancel(grace_seconds=1)
+    result = runner.wait(timeout=30)
+    assert result.cancelled and not result.ok
+    assert node_ids(scene) == nodes_before and not job.result.exists()
+
+
+def test_an_empty_result_still_gives_the_segment(sarcoma_scene, tmp_path):
+    scene, ct, folder = sarcoma_scene
+    empty = sitk.ReadImage(str(folder / "CT_mask.nii.gz")) * 0
+    sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
+    segmentation = scene_io.import_gtv(scene, tmp_path / "empty.nii.gz", ct, "nothing")
+    assert segmentation.GetSegmentation().GetNthSegment(0).GetName() == "GTV"
+    assert not scene_io.segment_array(scene, segmentation, "GTV", ct).any()
