@@ -67,3 +67,14 @@ def phantoms(tmp_path):
     (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1},
                                                    "file_ending": ".nii.gz", "numTraining": 4}))
     return root
+
+
+def train_tiny(dataset, root, name="run", network="diffumamba", epochs=1, iterations=2):
+    """A tiny network (4-8 features, 16 x 32 x 32 patches) trained briefly on ``dataset`` with the real
+    ``train`` command; its weights are barely trained, so tests use it to check transport, not accuracy."""
+    from diffumamba.cli import main
+
+    assert main(["train", str(dataset), "--preprocessed", str(root / f"pre_{name}"), "--run-dir", str(root / name),
+                 "--fold", "all", "--epochs", str(epochs), "--iterations", str(iterations), "--features", "4", "8",
+                 "--max-patch", "16", "32", "32", "--no-amp", "--network", network]) == 0
+    return root / name / "last.safetensors"

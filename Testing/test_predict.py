@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import train_tiny
 from diffumamba.cli import main
 from diffumamba.dicom.rtstruct import rasterise, read_rtstruct, select_rois
 from diffumamba.dicom.seg import read_seg
@@ -25,10 +26,7 @@ def checkpoint(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("predict")
     write_dataset(root / "Dataset900_Phantom", 3, 1, seed=0)
-    assert main(["train", str(root / "Dataset900_Phantom"), "--preprocessed", str(root / "pre"), "--run-dir",
-                 str(root / "run"), "--fold", "all", "--epochs", "2", "--iterations", "2", "--features", "4", "8",
-                 "--max-patch", "16", "32", "32", "--no-amp", "--network", "diffumamba"]) == 0
-    return root, root / "run" / "last.safetensors"
+    return root, train_tiny(root / "Dataset900_Phantom", root, epochs=2)
 
 
 @pytest.fixture(scope="module")

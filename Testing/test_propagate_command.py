@@ -9,6 +9,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from conftest import train_tiny
 from diffumamba.cli import main
 from diffumamba.dicom.rtstruct import rasterise, read_rtstruct
 from diffumamba.dicom.seg import write_seg
@@ -161,12 +162,8 @@ def propagation_model(tmp_path_factory):
     write_dataset(root / "Dataset900_Phantom", 2, 1, seed=0)
     assert main(["convert", "simulate", str(root / "Dataset900_Phantom"), str(root / "Dataset901_Sim"),
                  "--per-case", "2", "--seed", "0", "--rigid-only"]) == 0
-    assert main(["train", str(root / "Dataset901_Sim"), "--preprocessed", str(root / "pre"), "--run-dir",
-                 str(root / "run"), "--fold", "all", "--epochs", "1", "--iterations", "2", "--features", "4", "8",
-                 "--max-patch", "16", "32", "32", "--no-amp", "--network", "diffumamba"]) == 0
-    assert main(["train", str(root / "Dataset900_Phantom"), "--preprocessed", str(root / "pre_seg"), "--run-dir",
-                 str(root / "seg"), "--fold", "all", "--epochs", "1", "--iterations", "1", "--features", "4", "8",
-                 "--max-patch", "16", "32", "32", "--no-amp", "--network", "resunet"]) == 0
+    train_tiny(root / "Dataset901_Sim", root, "run")
+    train_tiny(root / "Dataset900_Phantom", root, "seg", network="resunet", iterations=1)
     return root
 
 
@@ -181,7 +178,7 @@ def test_simulated_dataset_is_a_propagation_dataset(propagation_model):
         assert set(np.unique(prior_gtv)) <= {0.0, 1.0} and prior_gtv.any()
         assert current.min() < -500 and prior.min() < -500            # both scans stay in HU
         assert 0.3 < dice(prior_gtv, label) < 1.0                      # a usable but imperfect prior
-    plan = json.loads(next((propagation_model / "pre").glob("*/plan.json")).read_text())
+    plan = json.loads(next((propagation_model / "pre_run").glob("*/plan.json")).read_text())
     assert plan["task"] == "propagation"
 
 

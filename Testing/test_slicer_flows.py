@@ -13,6 +13,7 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core (installed by scripts/install.sh) is needed")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DiffUMambaSeg"))
 
+from conftest import train_tiny  # noqa: E402
 from DiffUMambaSegLib import flows, scene as scene_io  # noqa: E402
 from DiffUMambaSegLib.runner import CommandRunner  # noqa: E402
 
@@ -20,15 +21,11 @@ from DiffUMambaSegLib.runner import CommandRunner  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny Diff-UMamba trained a few iterations on CT phantoms: its output is what it is; we check transport."""
-    from diffumamba.cli import main
     from diffumamba.demo.run import write_dataset
 
     root = tmp_path_factory.mktemp("slicer_model")
     write_dataset(root / "Dataset900_Phantom", 2, 0, seed=0)
-    assert main(["train", str(root / "Dataset900_Phantom"), "--preprocessed", str(root / "pre"), "--run-dir",
-                 str(root / "run"), "--fold", "all", "--epochs", "1", "--iterations", "2", "--features", "4", "8",
-                 "--max-patch", "16", "32", "32", "--no-amp", "--network", "diffumamba"]) == 0
-    return root / "run" / "last.safetensors"
+    return train_tiny(root / "Dataset900_Phantom", root)
 
 
 @pytest.fixture
