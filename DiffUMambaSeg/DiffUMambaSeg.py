@@ -49,7 +49,7 @@ class DiffUMambaSegParameterNode:
     currentVolume: slicer.vtkMRMLScalarVolumeNode
     propagationModelPath: str = ""
     outputSegmentation: slicer.vtkMRMLSegmentationNode
-    exportFormat: Annotated[str, Choice(["seg.nrrd", "nifti", "nrrd"])] = "seg.nrrd"
+    exportFormat: Annotated[str, Choice(["seg.nrrd", "nifti", "nrrd", "rtstruct", "dicom-seg"])] = "seg.nrrd"
 
 
 class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -241,6 +241,12 @@ class DiffUMambaSegLogic(ScriptedLoadableModuleLogic):
                 self._work = None
 
     @staticmethod
+    def dicomFiles(volume) -> list:
+        """The files of the DICOM series a volume was loaded from (Slicer's DICOM database)."""
+        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
+        return [Path(slicer.dicomDatabase.fileForInstance(uid)) for uid in uids if slicer.dicomDatabase]
+
+    @staticmethod
     def describeReport(report: dict) -> str:
         change = report.get("volume_change_percent")
         return _("Prior {prior:.1f} ml, current {current:.1f} ml ({change}); Dice registered prior vs result {dice:.2f}").format(
@@ -259,7 +265,18 @@ class DiffUMambaSegLogic(ScriptedLoadableModuleLogic):
                 raise OSError(f"could not write {path}")
             return path
         if reference is None:
-            raise ValueError(_("The segmentation has no reference CT to export a label map on."))
+            raise ValueError(_("The segmentation has no reference CT to export on."))
+        if parameters.exportFormat in ("rtstruct", "dicom-seg"):
+            with tempfile.TemporaryDirectory(prefix="DiffUMambaSeg-export-") as work:
+                job = flows.prepare_dicom_export(slicer.mrmlScene, segmentation, reference, self.dicomFiles(reference),
+                                                 Path(work), folder, [parameters.exportFormat], name,
+                                                 python=self.pythonExecutable())
+                runner = CommandRunner(job.command)
+                runner.start()
+                result = runner.wait(timeout=600)
+                if not result.ok:
+                    raise RuntimeError(result.error or _("the export failed"))
+            return job.result
         suffix = ".nii.gz" if parameters.exportFormat == "nifti" else ".nrrd"
         return scene_io.export_labelmap(slicer.mrmlScene, segmentation, reference, folder / f"{name}{suffix}")
 

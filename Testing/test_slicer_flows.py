@@ -113,3 +113,33 @@ def test_an_empty_result_still_gives_the_segment(sarcoma_scene, tmp_path):
     segmentation = scene_io.import_gtv(scene, tmp_path / "empty.nii.gz", ct, "nothing")
     assert segmentation.GetSegmentation().GetNthSegment(0).GetName() == "GTV"
     assert not scene_io.segment_array(scene, segmentation, "GTV", ct).any()
+
+
+def test_dicom_export_of_an_edited_segmentation(sarcoma_scene, shared_data, tmp_path):
+    """Segment edited in the scene -> RTSTRUCT and SEG that reference the real CT series and hold the edit."""
+    import pydicom
+
+    from diffumamba.dicom.rtstruct import rasterise, read_rtstruct
+    from diffumamba.dicom.series import choose_series, read_series, scan_folder
+
+    scene, ct, folder = sarcoma_scene
+    segmentation = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "reviewed GTV")
+    edited = scene_io.segment_array(scene, segmentation, "GTV", ct).astype(bool)
+    edited[:, :, : edited.shape[2] // 2] = False                       # the clinician removed the left half
+    edit_path = tmp_path / "edited.nii.gz"
+    image = sitk.ReadImage(str(folder / "CT_mask.nii.gz"))
+    written = sitk.GetImageFromArray(edited.astype(np.uint8))
+    written.CopyInformation(image)
+    sitk.WriteImage(written, str(edit_path))
+    reviewed = scene_io.import_gtv(scene, edit_path, ct, "edited GTV")
+    dicom = shared_data / "sts_sarcoma_ibsi" / "STS_019" / "ct_dicom" / "image"
+    files = sorted(dicom.iterdir())
+    job = flows.prepare_dicom_export(scene, reviewed, ct, files, tmp_path / "work", tmp_path / "out", name="STS_019")
+    run(job)
+    series = choose_series(scan_folder(dicom))
+    back = rasterise(read_rtstruct(tmp_path / "out" / "STS_019_rtstruct.dcm").rois, read_series(series)) > 0
+    assert np.array_equal(back, edited) and edited.any()
+    seg = pydicom.dcmread(tmp_path / "out" / "STS_019_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series.uid
+    with pytest.raises(ValueError, match="was not loaded from DICOM"):
+        flows.prepare_dicom_export(scene, reviewed, ct, [], tmp_path / "w2", tmp_path / "o2")

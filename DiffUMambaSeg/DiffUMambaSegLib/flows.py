@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from . import scene as scene_io
 
 __all__ = ["Job", "prepare_segmentation", "finish_segmentation", "prepare_propagation", "finish_propagation",
-           "diffumamba_command"]
+           "prepare_dicom_export", "diffumamba_command"]
 
 
 @dataclass
@@ -76,3 +76,32 @@ def finish_propagation(scene, job: Job, current_volume, name: Optional[str] = No
     segmentation = finish_segmentation(scene, job, current_volume, name or f"{current_volume.GetName()} GTV (propagated)")
     report = json.loads(job.report.read_text()) if job.report and job.report.is_file() else {}
     return segmentation, report
+
+
+def prepare_dicom_export(scene, segmentation, reference_volume, dicom_files: Sequence[Path], work: Path, out: Path,
+                         formats: Sequence[str] = ("rtstruct", "dicom-seg"), name: str = "GTV",
+                         segment_names: Sequence[str] = ("GTV",), python: Optional[str] = None) -> Job:
+    """RTSTRUCT / DICOM SEG of the (edited) segments, referencing the CT series the reference volume came from.
+
+    ``dicom_files``: that series' files (in Slicer, from the DICOM database by the volume's instance UIDs);
+    they are linked into the work folder so the command sees exactly one series.
+    """
+    if not dicom_files:
+        raise ValueError("the reference volume was not loaded from DICOM: its series files are needed for "
+                         "RTSTRUCT and SEG (export a label map or .seg.nrrd instead)")
+    series = work / "series"
+    series.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(dicom_files):
+        link = series / f"{index:05d}.dcm"
+        if not link.exists():
+            try:
+                link.symlink_to(Path(path).resolve())
+            except OSError:        # no symlinks (Windows without privilege): copy
+                import shutil
+
+                shutil.copyfile(path, link)
+    labelmap = scene_io.export_labelmap(scene, segmentation, reference_volume, work / f"{name}.nii.gz", segment_names)
+    command = [*diffumamba_command(python), "export", str(labelmap), "--reference", str(series), "--out", str(out),
+               "--names", *segment_names, "--format", *formats, "--name", name]
+    return Job(command, out / f"{name}_rtstruct.dcm" if "rtstruct" in formats else out / f"{name}_seg.dcm",
+               files=[labelmap])

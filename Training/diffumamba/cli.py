@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import convert, demo, evaluate, experiment, info, network, predict, preprocess, propagate, train
+from .commands import convert, demo, evaluate, experiment, export, info, network, predict, preprocess, propagate, train
 
 
 class UserError(Exception):
@@ -19,7 +19,7 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffumamba", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, info, network, convert, preprocess, train, evaluate, experiment, predict, propagate):
+    for module in (demo, info, network, convert, preprocess, train, evaluate, experiment, predict, propagate, export):
         module.add_parser(commands)
     return parser
 
