@@ -95,20 +95,19 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
     def onSegment(self) -> None:
-        if self.logic.running:
-            self.logic.cancel()
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            self.logic.startSegmentation(self._parameterNode, self._onProgress, self._onLog)
-            self._started(self.ui.segmentButton)
+        self._startOrCancel(self.logic.startSegmentation, self.ui.segmentButton, _("Could not start the segmentation."))
 
     def onPropagate(self) -> None:
+        self._startOrCancel(self.logic.startPropagation, self.ui.propagateButton, _("Could not start the propagation."))
+
+    def _startOrCancel(self, start, button, failure: str) -> None:
+        """The run buttons become Cancel while a run is going."""
         if self.logic.running:
             self.logic.cancel()
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not start the propagation."), waitCursor=True):
-            self.logic.startPropagation(self._parameterNode, self._onProgress, self._onLog)
-            self._started(self.ui.propagateButton)
+        with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
+            start(self._parameterNode, self._onProgress, self._onLog)
+            self._started(button)
 
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
