@@ -37,6 +37,14 @@ class DiffUMambaSeg(ScriptedLoadableModule):
                                  "the GTV of a prior visit onto a follow-up CT; review it in the Segment Editor and "
                                  "export it. Results are AI-generated and must be reviewed by a clinician.")
         self.parent.acknowledgementText = _("Built on PyTorch, MONAI, SimpleITK, pydicom, highdicom and slicerio.")
+        slicer.app.connect("startupCompleted()", self._loadTerminology)
+
+    def _loadTerminology(self) -> None:
+        """The GTV terminology (primary malignant neoplasm) as a selectable context in the Segment Editor."""
+        path = Path(__file__).parent / "Resources" / "DiffUMambaSeg.term.json"
+        terminologies = getattr(slicer.modules, "terminologies", None)
+        if terminologies is not None and path.is_file():
+            terminologies.logic().LoadTerminologyFromFile(str(path))
 
 
 @parameterNodeWrapper

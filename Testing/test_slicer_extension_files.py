@@ -106,3 +106,19 @@ def test_module_texts_are_translatable():
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute) and \
                 node.targets[0].attr in ("title", "helpText", "acknowledgementText"):
             assert isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "_", node.targets[0].attr
+
+
+def test_the_terminology_file_codes_the_gtv_as_the_segments_are_coded():
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from DiffUMambaSegLib.scene import GTV_TERMINOLOGY
+
+    terminology = json.loads((MODULE / "Resources" / "DiffUMambaSeg.term.json").read_text())
+    context, category, kind = GTV_TERMINOLOGY.split("~")[:3]
+    assert terminology["SegmentationCategoryTypeContextName"] == context
+    coded_category = terminology["SegmentationCodes"]["Category"][0]
+    coded_type = coded_category["Type"][0]
+    assert category.split("^")[:2] == [coded_category["CodingSchemeDesignator"], coded_category["CodeValue"]]
+    assert kind.split("^")[:2] == [coded_type["CodingSchemeDesignator"], coded_type["CodeValue"]] == ["SCT", "86049000"]
+    assert coded_type["recommendedDisplayRGBValue"] == [255, 0, 0]

@@ -19,7 +19,10 @@ __all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "write_volume"
 GTV_COLOR = (1.0, 0.0, 0.0)
 # Slicer's terminology entry (context~category~type~type modifier~anatomic context~region~region modifier),
 # the same codes the command line writes into .seg.nrrd and DICOM SEG: a primary malignant neoplasm of the lung.
-GTV_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
+# The codes carry the meaning; the context is the module's own small terminology file (Slicer shows the codes
+# even where it is not loaded).
+TERMINOLOGY_CONTEXT = "DiffUMambaSeg - lung tumour"    # Resources/DiffUMambaSeg.term.json, loaded at startup
+GTV_TERMINOLOGY = (TERMINOLOGY_CONTEXT +
                    "~SCT^49755003^Morphologically Abnormal Structure~SCT^86049000^Malignant neoplasm, primary~^^"
                    "~Anatomic codes - DICOM master list~SCT^39607008^Lung~^^")
 
