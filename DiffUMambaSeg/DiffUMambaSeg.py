@@ -52,6 +52,7 @@ class DiffUMambaSegParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     modelPath: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    showUncertainty: bool = False
     priorVolume: slicer.vtkMRMLScalarVolumeNode
     priorSegmentation: slicer.vtkMRMLSegmentationNode
     currentVolume: slicer.vtkMRMLScalarVolumeNode
@@ -196,7 +197,8 @@ class DiffUMambaSegLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Choose an input CT."))
         self._newWork()
         self.job = flows.prepare_segmentation(parameters.inputVolume, [Path(parameters.modelPath)],
-                                              Path(self._work.name), parameters.device, self.pythonExecutable())
+                                              Path(self._work.name), parameters.device, self.pythonExecutable(),
+                                              uncertainty=parameters.showUncertainty)
         self.kind, self.referenceVolume = "segmentation", parameters.inputVolume
         self._start(onProgress, onLog)
 
@@ -239,7 +241,11 @@ class DiffUMambaSegLogic(ScriptedLoadableModuleLogic):
                     code=result.returncode))
             slicer.mrmlScene.SaveStateForUndo()
             if self.kind == "segmentation":
-                return flows.finish_segmentation(slicer.mrmlScene, self.job, self.referenceVolume), {}
+                segmentation = flows.finish_segmentation(slicer.mrmlScene, self.job, self.referenceVolume)
+                uncertainty = flows.load_uncertainty(slicer.mrmlScene, self.job, f"{segmentation.GetName()} uncertainty")
+                if uncertainty is not None:
+                    slicer.util.setSliceViewerLayers(foreground=uncertainty, foregroundOpacity=0.4)
+                return segmentation, {}
             return flows.finish_propagation(slicer.mrmlScene, self.job, self.referenceVolume)
         finally:
             self.runner, self.job = None, None

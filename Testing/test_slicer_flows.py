@@ -143,3 +143,19 @@ def test_dicom_export_of_an_edited_segmentation(sarcoma_scene, shared_data, tmp_
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series.uid
     with pytest.raises(ValueError, match="was not loaded from DICOM"):
         flows.prepare_dicom_export(scene, reviewed, ct, [], tmp_path / "w2", tmp_path / "o2")
+
+
+def test_uncertainty_map_is_loaded_as_a_volume(sarcoma_scene, tiny_model, tmp_path):
+    scene, ct, _ = sarcoma_scene
+    job = flows.prepare_segmentation(ct, [tiny_model], tmp_path / "work", device="cpu", uncertainty=True)
+    assert "--tta" in job.command and "--uncertainty" in job.command
+    run(job)
+    volume = flows.load_uncertainty(scene, job, "uncertainty")
+    from vtk.util import numpy_support
+
+    image = volume.GetImageData()
+    i, j, k = image.GetDimensions()
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
+    cli = sitk.GetArrayFromImage(sitk.ReadImage(str(job.uncertainty)))
+    assert np.array_equal(values, cli) and 0 <= values.min() and values.max() <= 1
+    assert flows.load_uncertainty(scene, flows.prepare_segmentation(ct, [tiny_model], tmp_path / "w2"), "x") is None

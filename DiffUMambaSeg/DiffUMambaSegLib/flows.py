@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from . import scene as scene_io
 
 __all__ = ["Job", "prepare_segmentation", "finish_segmentation", "prepare_propagation", "finish_propagation",
-           "prepare_dicom_export", "diffumamba_command"]
+           "prepare_dicom_export", "load_uncertainty", "diffumamba_command"]
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Job:
     command: list
     result: Path                   # label map the command writes
     report: Optional[Path] = None  # propagation report (JSON)
+    uncertainty: Optional[Path] = None
     files: list = field(default_factory=list)
 
 
@@ -34,7 +35,9 @@ def diffumamba_command(python: Optional[str] = None) -> list[str]:
 
 
 def prepare_segmentation(volume_node, models: Sequence[Path], work: Path, device: str = "auto",
-                         python: Optional[str] = None) -> Job:
+                         python: Optional[str] = None, uncertainty: bool = False) -> Job:
+    """``uncertainty``: also the voxel-wise disagreement of the 8 mirrorings x the models (8x slower), the map
+    that shows where an edit is likely needed."""
     if not models:
         raise ValueError("choose a model first")
     work.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,19 @@ def prepare_segmentation(volume_node, models: Sequence[Path], work: Path, device
     out = work / "output"
     command = [*diffumamba_command(python), "predict", str(image), "--model", *map(str, models), "--out", str(out),
                "--device", device, "--progress", "json"]
-    return Job(command, out / "input.nii.gz", files=[image])
+    if uncertainty:
+        command += ["--tta", "--uncertainty"]
+    return Job(command, out / "input.nii.gz", uncertainty=out / "input_uncertainty.nii.gz" if uncertainty else None,
+               files=[image])
+
+
+def load_uncertainty(scene, job: Job, name: str):
+    """The uncertainty map as a volume node (0: every member agrees), or None when it was not asked for."""
+    if job.uncertainty is None:
+        return None
+    if not job.uncertainty.is_file():
+        raise OSError(f"the segmentation finished without writing {job.uncertainty.name}")
+    return scene_io.read_volume(scene, job.uncertainty, name)
 
 
 def finish_segmentation(scene, job: Job, volume_node, name: Optional[str] = None):
