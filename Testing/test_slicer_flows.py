@@ -159,3 +159,13 @@ def test_uncertainty_map_is_loaded_as_a_volume(sarcoma_scene, tiny_model, tmp_pa
     cli = sitk.GetArrayFromImage(sitk.ReadImage(str(job.uncertainty)))
     assert np.array_equal(values, cli) and 0 <= values.min() and values.max() <= 1
     assert flows.load_uncertainty(scene, flows.prepare_segmentation(ct, [tiny_model], tmp_path / "w2"), "x") is None
+
+
+def test_the_result_is_placed_in_the_ct_study(sarcoma_scene):
+    scene, ct, folder = sarcoma_scene
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "STS_019")
+    study = hierarchy.CreateStudyItem(patient, "CT study")
+    hierarchy.CreateItem(study, ct)                      # as the DICOM module places a loaded series
+    segmentation = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "GTV")
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(segmentation)) == study
