@@ -14,8 +14,15 @@ from typing import Annotated, Optional
 
 import slicer
 import vtk
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+try:
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:   # Slicer builds without the i18n helpers: show the English text
+    def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
+        return text
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)

@@ -87,11 +87,27 @@ def test_propagation_flow_matches_the_command_line(sarcoma_scene, tmp_path):
     assert overlap > 0.95                                     # the same scan: registration is about the identity
 
 
-def test_a_missing_prior_segment_is_named(sarcoma_scene, tmp_path):
+def test_prior_gtv_segments_are_found_by_name(sarcoma_scene, tmp_path):
     scene, ct, folder = sarcoma_scene
-    prior_gtv = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "prior", segment_name="Tumour")
+    single = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "prior", segment_name="Tumour")
+    assert flows.gtv_segments(single) == ["Tumour"]                    # the only segment
     with pytest.raises(ValueError, match="no segment 'GTV'; it has Tumour"):
-        flows.prepare_propagation(scene, ct, prior_gtv, ct, tmp_path / "work")
+        flows.prepare_propagation(scene, ct, single, ct, tmp_path / "work", segment_name="GTV")
+    rtstruct_like = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "RTSTRUCT", segment_name="GTV-1")
+    assert rtstruct_like.GetSegmentation().AddSegment(_named_empty_segment("Spinal cord"))
+    assert flows.gtv_segments(rtstruct_like) == ["GTV-1"]               # GTV-1 chosen, the cord not
+    with pytest.raises(ValueError, match="no segment named like GTV; it has Spinal cord"):
+        two = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "y", segment_name="Spinal cord")
+        two.GetSegmentation().AddSegment(_named_empty_segment("Lung"))
+        flows.gtv_segments(two)
+
+
+def _named_empty_segment(name):
+    segment = slicer.vtkSegment()
+    segment.SetName(name)
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
+                              slicer.vtkOrientedImageData())
+    return segment
 
 
 def test_a_cancelled_run_leaves_the_scene_unchanged(sarcoma_scene, tiny_model, tmp_path):

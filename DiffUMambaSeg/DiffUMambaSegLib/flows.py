@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from . import scene as scene_io
 
 __all__ = ["Job", "prepare_segmentation", "finish_segmentation", "prepare_propagation", "finish_propagation",
-           "prepare_dicom_export", "load_uncertainty", "diffumamba_command"]
+           "prepare_dicom_export", "load_uncertainty", "gtv_segments", "diffumamba_command"]
 
 
 @dataclass
@@ -66,24 +66,41 @@ def finish_segmentation(scene, job: Job, volume_node, name: Optional[str] = None
     return scene_io.import_gtv(scene, job.result, volume_node, name or f"{volume_node.GetName()} GTV")
 
 
+def gtv_segments(segmentation, name: Optional[str] = None) -> list[str]:
+    """The segments that make the prior GTV: ``name`` if given; else the only segment; else every segment named
+    like a GTV (``gtv.*``, case-insensitive: SlicerRT loads an RTSTRUCT's ROIs as segments named GTV-1, GTVp...)."""
+    import re
+
+    content = segmentation.GetSegmentation()
+    names = [content.GetNthSegment(n).GetName() for n in range(content.GetNumberOfSegments())]
+    if name is not None:
+        chosen = [n for n in names if n == name]
+    elif len(names) == 1:
+        chosen = names
+    else:
+        chosen = [n for n in names if re.fullmatch(r"gtv.*", n, re.IGNORECASE)]
+    if not chosen:
+        wanted = repr(name) if name is not None else "named like GTV"
+        raise ValueError(f"the prior segmentation has no segment {wanted}; it has {', '.join(names) or 'none'}")
+    return chosen
+
+
 def prepare_propagation(scene, prior_volume, prior_segmentation, current_volume, work: Path,
-                        models: Sequence[Path] = (), segment_name: str = "GTV", device: str = "auto",
+                        models: Sequence[Path] = (), segment_name: Optional[str] = None, device: str = "auto",
                         python: Optional[str] = None) -> Job:
-    """The prior GTV leaves as a label map on the prior volume's grid; nothing in the scene changes."""
-    if prior_segmentation.GetSegmentation().GetSegmentIdBySegmentName(segment_name) == "":
-        names = [prior_segmentation.GetSegmentation().GetNthSegment(n).GetName()
-                 for n in range(prior_segmentation.GetSegmentation().GetNumberOfSegments())]
-        raise ValueError(f"the prior segmentation has no segment {segment_name!r}; it has {', '.join(names) or 'none'}")
+    """The prior GTV leaves as a label map on the prior volume's grid (the union of its segments, see
+    ``gtv_segments``); nothing in the scene changes."""
+    segments = gtv_segments(prior_segmentation, segment_name)
     work.mkdir(parents=True, exist_ok=True)
     prior = scene_io.write_volume(prior_volume, work / "prior.nii.gz")
     current = scene_io.write_volume(current_volume, work / "current.nii.gz")
-    gtv = scene_io.export_labelmap(scene, prior_segmentation, prior_volume, work / "prior_gtv.nii.gz", [segment_name])
+    gtv = scene_io.export_labelmap(scene, prior_segmentation, prior_volume, work / "prior_gtv.nii.gz", segments)
     out = work / "output"
     command = [*diffumamba_command(python), "propagate", "--prior", str(prior), "--prior-gtv", str(gtv),
                "--current", str(current), "--out", str(out), "--device", device, "--progress", "json"]
     if models:
         command += ["--model", *map(str, models)]
-    return Job(command, out / "current.nii.gz", out / "current_propagation.json", [prior, current, gtv])
+    return Job(command, out / "current.nii.gz", out / "current_propagation.json", files=[prior, current, gtv])
 
 
 def finish_propagation(scene, job: Job, current_volume, name: Optional[str] = None):
