@@ -94,20 +94,12 @@ def test_prior_gtv_segments_are_found_by_name(sarcoma_scene, tmp_path):
     with pytest.raises(ValueError, match="no segment 'GTV'; it has Tumour"):
         flows.prepare_propagation(scene, ct, single, ct, tmp_path / "work", segment_name="GTV")
     rtstruct_like = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "RTSTRUCT", segment_name="GTV-1")
-    assert rtstruct_like.GetSegmentation().AddSegment(_named_empty_segment("Spinal cord"))
+    assert rtstruct_like.GetSegmentation().AddSegment(scene_io.empty_segment("Spinal cord"))
     assert flows.gtv_segments(rtstruct_like) == ["GTV-1"]               # GTV-1 chosen, the cord not
     with pytest.raises(ValueError, match="no segment named like GTV; it has Spinal cord"):
         two = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "y", segment_name="Spinal cord")
-        two.GetSegmentation().AddSegment(_named_empty_segment("Lung"))
+        two.GetSegmentation().AddSegment(scene_io.empty_segment("Lung"))
         flows.gtv_segments(two)
-
-
-def _named_empty_segment(name):
-    segment = slicer.vtkSegment()
-    segment.SetName(name)
-    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
-                              slicer.vtkOrientedImageData())
-    return segment
 
 
 def test_a_cancelled_run_leaves_the_scene_unchanged(sarcoma_scene, tiny_model, tmp_path):

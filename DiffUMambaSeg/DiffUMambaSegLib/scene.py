@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "place_beside", "write_volume", "read_volume", "import_gtv", "segment_array",
+__all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "empty_segment", "place_beside", "write_volume", "read_volume", "import_gtv", "segment_array",
            "export_labelmap"]
 
 GTV_COLOR = (1.0, 0.0, 0.0)
@@ -79,12 +79,7 @@ def import_gtv(scene, label_path: Path, reference_volume, name: str, segment_nam
             raise OSError(f"could not import {label_path} into a segmentation")
         content = segmentation.GetSegmentation()
         if content.GetNumberOfSegments() == 0:
-            # Built by hand: AddEmptySegment needs the converter rules the Slicer application registers.
-            empty = slicer.vtkSegment()
-            empty.SetName(segment_name)
-            empty.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
-                                    slicer.vtkOrientedImageData())
-            if not content.AddSegment(empty):
+            if not content.AddSegment(empty_segment(segment_name)):
                 raise OSError(f"could not add an empty {segment_name} segment")
         segment = content.GetNthSegment(0)
         segment.SetName(segment_name)
@@ -98,6 +93,17 @@ def import_gtv(scene, label_path: Path, reference_volume, name: str, segment_nam
         for node in (labelmap.GetDisplayNode(), labelmap.GetStorageNode(), labelmap):
             if node is not None:
                 scene.RemoveNode(node)
+
+
+def empty_segment(name: str):
+    """A segment with an empty binary label map, built by hand: ``AddEmptySegment`` needs the converter rules
+    that only the Slicer application registers."""
+    slicer = _slicer()
+    segment = slicer.vtkSegment()
+    segment.SetName(name)
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
+                              slicer.vtkOrientedImageData())
+    return segment
 
 
 def place_beside(scene, node, reference) -> None:
