@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +130,6 @@ def prepare_dicom_export(scene, segmentation, reference_volume, dicom_files: Seq
             try:
                 link.symlink_to(Path(path).resolve())
             except OSError:        # no symlinks (Windows without privilege): copy
-                import shutil
-
                 shutil.copyfile(path, link)
     labelmap = scene_io.export_labelmap(scene, segmentation, reference_volume, work / f"{name}.nii.gz", segment_names)
     command = [*diffumamba_command(python), "export", str(labelmap), "--reference", str(series), "--out", str(out),

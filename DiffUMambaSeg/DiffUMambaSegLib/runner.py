@@ -10,6 +10,7 @@ the launcher alone can leave the real Python process running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -143,16 +144,12 @@ class CommandRunner:
             return
         group = os.getpgid(self.process.pid)
         _signal_group(group, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):   # still running after the grace: killed below
             self.process.wait(grace_seconds)
-        except subprocess.TimeoutExpired:
-            pass
         _signal_group(group, signal.SIGKILL)   # grandchildren that ignored SIGTERM, or outlived the child
         self.process.wait()
 
 
 def _signal_group(group: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):   # the whole group has already exited
         os.killpg(group, sig)
-    except ProcessLookupError:
-        pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grid_differences"]
+__all__ = ["grid_differences", "padded_box", "bounding_box"]
 
 
 def grid_differences(a, b) -> list[str]:
@@ -23,3 +23,16 @@ def grid_differences(a, b) -> list[str]:
     if not np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4):
         problems.append("direction differs")
     return problems
+
+
+def padded_box(low, high, spacing, margin_mm: float, shape) -> tuple[slice, ...]:
+    """Array slices of the index box [low, high) grown by ``margin_mm`` per axis (``spacing`` in mm per axis),
+    clipped to ``shape``."""
+    margin = [int(np.ceil(margin_mm / float(s))) for s in spacing]
+    return tuple(slice(max(0, int(lo) - m), min(int(n), int(hi) + m)) for lo, hi, m, n in zip(low, high, margin, shape))
+
+
+def bounding_box(mask: np.ndarray, spacing, margin_mm: float = 0.0) -> tuple[slice, ...]:
+    """Array slices of ``mask``'s bounding box plus ``margin_mm``, clipped to the array."""
+    where = np.argwhere(mask)
+    return padded_box(where.min(0), where.max(0) + 1, spacing, margin_mm, mask.shape)

@@ -41,13 +41,12 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.inputs import find_inputs
     from ..inference.lung_box import lung_box
-    from ..inference.models import load_ensemble
+    from ..inference.models import check_overlap, load_ensemble
     from ..inference.outputs import write_prediction
     from ..inference.predictor import predict_in_box
     from ..inference.progress import make_progress
 
-    if args.overlap is not None and not 0 <= args.overlap < 1:
-        raise ValueError("--overlap must be in [0, 1)")
+    check_overlap(args.overlap)                      # before loading any checkpoint
     ensemble = load_ensemble(args.model, args.device)
     networks, plan, device = ensemble.networks, ensemble.plan, ensemble.device
     if len(plan["channel_names"]) != 1:

@@ -53,7 +53,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.models import load_ensemble
+    from ..inference.models import check_overlap, load_ensemble
     from ..inference.outputs import write_prediction
     from ..inference.predictor import Prediction
     from ..inference.progress import make_progress
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     settings = registration_settings(args)
     if args.search_margin_mm < 0:
         raise ValueError("--search-margin-mm must be >= 0")
-    if args.overlap is not None and not 0 <= args.overlap < 1:
-        raise ValueError("--overlap must be in [0, 1)")
+    check_overlap(args.overlap)                      # before loading any checkpoint
     networks, plan, modality, device, overlap, crop = [], None, None, "cpu", 0.5, "none"
     label_names = {0: "background", 1: "GTV"}
     if args.model:
@@ -82,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if prior.modality and current.modality and prior.modality != current.modality:
         raise ValueError(f"the prior scan is {prior.modality} and the current one {current.modality}; "
                          "propagation needs two scans of the same modality")
-    if looks_like_ct(prior.image) != looks_like_ct(current.image):
-        ct, other = ("prior", "current") if looks_like_ct(prior.image) else ("current", "prior")
+    prior_is_ct, current_is_ct = looks_like_ct(prior.image), looks_like_ct(current.image)
+    if prior_is_ct != current_is_ct:
+        ct, other = ("prior", "current") if prior_is_ct else ("current", "prior")
         raise ValueError(f"the {ct} scan is a CT (Hounsfield units) and the {other} one is not; propagation "
                          "needs two scans of the same modality")
     if any(f in ("dicom-seg", "rtstruct") for f in args.formats) and current.slices is None:

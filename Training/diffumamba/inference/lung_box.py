@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..geometry import padded_box
+
 __all__ = ["lung_box", "body_array"]
 
 
@@ -50,7 +52,4 @@ def lung_box(hu: np.ndarray, spacing: Sequence[float], margin_mm: float = 20.0,
     if keep.size == 0:
         return None
     where = np.argwhere(np.isin(lungs, keep))
-    low, high = where.min(0) * step, (where.max(0) + 1) * step
-    margin = [int(np.ceil(margin_mm / s)) for s in spacing]
-    return tuple(slice(max(0, int(lo) - m), min(n, int(hi) + m))
-                 for lo, hi, m, n in zip(low, high, margin, hu.shape))
+    return padded_box(where.min(0) * step, (where.max(0) + 1) * step, spacing, margin_mm, hu.shape)

@@ -8,7 +8,13 @@ from typing import Optional, Sequence
 
 from .predictor import check_same_plan
 
-__all__ = ["Ensemble", "load_ensemble"]
+__all__ = ["Ensemble", "load_ensemble", "check_overlap"]
+
+
+def check_overlap(overlap: Optional[float]) -> None:
+    """Refuse a sliding-window overlap outside [0, 1) (None means the plan's)."""
+    if overlap is not None and not 0 <= overlap < 1:
+        raise ValueError("--overlap must be in [0, 1)")
 
 
 @dataclass
@@ -19,8 +25,7 @@ class Ensemble:
 
     def overlap(self, requested: Optional[float]) -> float:
         """``requested``, else the plan's (0.25 for the lung-cpu preset), else nnU-Net's 0.5."""
-        if requested is not None and not 0 <= requested < 1:
-            raise ValueError("--overlap must be in [0, 1)")
+        check_overlap(requested)
         return requested if requested is not None else self.plan.get("inference", {}).get("overlap", 0.5)
 
     def crop(self, requested: str) -> str:

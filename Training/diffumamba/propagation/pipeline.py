@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ..geometry import bounding_box
 from .registration import Registration, RegistrationSettings, register
 from .warp import jacobian_range, warp_image, warp_mask
 
@@ -85,15 +86,6 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
     result.report["search_margin_mm"] = search_margin_mm if refined else None
     report("done", 1.0)
     return result
-
-
-def bounding_box(mask: np.ndarray, spacing, margin_mm: float = 0.0) -> tuple[slice, ...]:
-    """(z, y, x) slices of ``mask``'s bounding box plus ``margin_mm``, clipped to the array."""
-    where = np.argwhere(mask)
-    margin = np.ceil(margin_mm / np.asarray(spacing, float)).astype(int)
-    low = np.maximum(where.min(0) - margin, 0)
-    high = np.minimum(where.max(0) + 1 + margin, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def near(mask: np.ndarray, spacing, margin_mm: float) -> np.ndarray:

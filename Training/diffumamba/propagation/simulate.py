@@ -78,7 +78,8 @@ def change_tumour_volume(image, mask, ratio: float, rng: np.random.Generator, sp
     # Voxel distances tie in whole shells; break ties by distance from the centroid so the tumour grows and
     # shrinks roughly evenly, and take exactly the target number of voxels.
     centre = np.array(np.nonzero(local)).mean(1)
-    radial = np.sqrt(sum(((np.indices(local.shape)[a] - centre[a]) * sampling[a]) ** 2 for a in range(3)))
+    grid = np.indices(local.shape, dtype=np.float32)
+    radial = np.sqrt(sum(((grid[a] - centre[a]) * sampling[a]) ** 2 for a in range(3)))
     key = signed + 1e-3 * radial / max(float(radial.max()), 1e-6)
     target = max(1, min(int(round(local.sum() * ratio)), local.size))
     chosen = np.zeros(local.size, bool)
