@@ -28,7 +28,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from DiffUMambaSegLib import flows
+from DiffUMambaSegLib import flows, rt_study_export
 from DiffUMambaSegLib import scene as scene_io
 from DiffUMambaSegLib.runner import CommandRunner, Progress
 
@@ -65,7 +65,7 @@ class DiffUMambaSegParameterNode:
     currentVolume: slicer.vtkMRMLScalarVolumeNode
     propagationModelPath: str = ""
     outputSegmentation: slicer.vtkMRMLSegmentationNode
-    exportFormat: Annotated[str, Choice(["seg.nrrd", "nifti", "nrrd", "rtstruct", "dicom-seg"])] = "seg.nrrd"
+    exportFormat: Annotated[str, Choice(["seg.nrrd", "nifti", "nrrd", "rtstruct", "rtstruct-slicerrt", "dicom-seg"])] = "seg.nrrd"
 
 
 class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -286,6 +286,11 @@ class DiffUMambaSegLogic(ScriptedLoadableModuleLogic):
             return path
         if reference is None:
             raise ValueError(_("The segmentation has no reference CT to export on."))
+        if parameters.exportFormat == "rtstruct-slicerrt":
+            plugin = rt_study_export.slicerrt_plugin(getattr(slicer.modules, "dicomPlugins", None))
+            if plugin is None:
+                raise RuntimeError(_("SlicerRT is not installed: choose 'rtstruct' (this module's writer) instead."))
+            return rt_study_export.export_rt_study(slicer.mrmlScene, plugin, segmentation, reference, folder / name)
         if parameters.exportFormat in ("rtstruct", "dicom-seg"):
             with tempfile.TemporaryDirectory(prefix="DiffUMambaSeg-export-") as work:
                 job = flows.prepare_dicom_export(slicer.mrmlScene, segmentation, reference, self.dicomFiles(reference),
@@ -302,14 +307,38 @@ class DiffUMambaSegLogic(ScriptedLoadableModuleLogic):
 
 
 class DiffUMambaSegTest(ScriptedLoadableModuleTest):
-    """The propagation flow on Slicer's CTChest sample (registration only: no model download needed)."""
+    """Both flows on Slicer's CTChest sample: segmentation with a tiny model trained for two iterations on the
+    package's phantoms (no download: its output is not meaningful, the test checks the flow), and
+    registration-only propagation."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
+        self.test_segmentation_tiny_model()
+        self.setUp()
         self.test_propagation_registration_only()
+
+    def test_segmentation_tiny_model(self):
+        import SampleData
+
+        ct = SampleData.SampleDataLogic().downloadSample("CTChest")
+        logic = DiffUMambaSegLogic()
+        self.assertTrue(logic.ensureDependencies())
+        with tempfile.TemporaryDirectory(prefix="DiffUMambaSegTest-") as work:
+            demo = CommandRunner(flows.diffumamba_command(logic.pythonExecutable()) +
+                                 ["demo", "--out", work, "--epochs", "1", "--iterations", "2"], on_log=print)
+            demo.start()
+            self.assertTrue(demo.wait(timeout=900).ok)
+            parameters = logic.getParameterNode()
+            parameters.inputVolume, parameters.modelPath, parameters.device = ct, str(Path(work, "run", "last.safetensors")), "cpu"
+            logic.startSegmentation(parameters, lambda progress: None, print)
+            segmentation, _report = logic.finish(logic.runner.wait(timeout=1800))
+        self.assertIsNotNone(segmentation)
+        self.assertEqual(segmentation.GetSegmentation().GetNthSegment(0).GetName(), "GTV")
+        self.assertEqual(segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()), ct)
+        self.delayDisplay("DiffUMambaSeg segmentation test passed")
 
     def test_propagation_registration_only(self):
         import SampleData
@@ -325,6 +354,7 @@ class DiffUMambaSegTest(ScriptedLoadableModuleTest):
         logic = DiffUMambaSegLogic()
         parameters = logic.getParameterNode()
         parameters.priorVolume, parameters.priorSegmentation, parameters.currentVolume = ct, segmentation, ct
+        self.assertTrue(logic.ensureDependencies())
         logic.startPropagation(parameters, lambda progress: None, print)
         result = logic.runner.wait(timeout=600)
         propagated, report = logic.finish(result)

@@ -92,6 +92,26 @@ def test_ui_parameters_are_fields_of_the_parameter_node():
     assert parameters and parameters <= fields, parameters - fields
 
 
+def test_combo_box_items_are_the_parameter_choices():
+    """A combo box bound to a Choice field must offer exactly its values, or the binding silently fails."""
+    tree = ElementTree.parse(MODULE / "Resources" / "UI" / "DiffUMambaSeg.ui")
+    combos = {}
+    for widget in tree.iter("widget"):
+        bound = [p.find("string").text for p in widget.findall("property") if p.get("name") == "SlicerParameterName"]
+        if widget.get("class") == "QComboBox" and bound:
+            combos[bound[0]] = [item.find("property/string").text for item in widget.findall("item")]
+    node = next(n for n in ast.walk(module_tree()) if isinstance(n, ast.ClassDef) and n.name == "DiffUMambaSegParameterNode")
+    choices = {}
+    for item in node.body:
+        if isinstance(item, ast.AnnAssign):
+            calls = [c for c in ast.walk(item.annotation) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Choice"]
+            if calls:
+                choices[item.target.id] = [e.value for e in calls[0].args[0].elts]
+    assert combos and set(combos) <= set(choices)
+    for name, items in combos.items():
+        assert items == choices[name], name
+
+
 def test_the_lib_package_never_imports_qt_and_the_core_never_imports_slicer():
     for path in list((MODULE / "DiffUMambaSegLib").glob("*.py")) + list((REPO / "Training").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -99,6 +119,13 @@ def test_the_lib_package_never_imports_qt_and_the_core_never_imports_slicer():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             forbidden = ("qt", "ctk", "slicer", "vtk") if "Training" in path.parts else ("qt", "ctk")
             assert not any(n.split(".")[0] in forbidden for n in names), f"{path}: imports {names}"
+
+
+def test_the_module_loads_on_the_python_of_older_slicer_releases():
+    """Slicer before 5.12 carries Python 3.9: the module and its Lib must still load there (and then say that the
+    package needs a newer Slicer) rather than fail with a SyntaxError while Slicer starts."""
+    for path in [MODULE / "DiffUMambaSeg.py", *(MODULE / "DiffUMambaSegLib").glob("*.py")]:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
 
 
 def test_module_texts_are_translatable():

@@ -55,3 +55,20 @@ def test_no_dependency_is_installed_when_torch_fails():
     installer = FakeInstaller(torch_ok=False)
     assert not install_missing(installer, "x", torch_version=None, installed=lambda name: None)
     assert installer.pip == []
+
+
+def test_an_old_python_is_refused_with_the_reason_before_anything_is_asked(monkeypatch):
+    from DiffUMambaSegLib import install
+
+    assert install.unsupported_python((3, 12, 10)) is None
+    message = install.unsupported_python((3, 9, 10))
+    assert "3.9.10" in message and "Slicer 5.12" in message
+    monkeypatch.setattr(install.sys, "version_info", (3, 9, 10, "final", 0))
+    installer = FakeInstaller()
+    try:
+        install_missing(installer, "src", None, installed=lambda name: None)
+    except RuntimeError as error:
+        assert "Python 3.10 or newer" in str(error)
+    else:
+        raise AssertionError("Python 3.9 was accepted")
+    assert installer.asked == [] and installer.pip == [] and installer.torch == []

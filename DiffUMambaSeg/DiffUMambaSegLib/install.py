@@ -9,12 +9,15 @@ injected (``Installer`` protocol) so this logic is tested without Slicer.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
-__all__ = ["Requirement", "REQUIREMENTS", "TORCH_MINIMUM", "missing", "Installer", "install_missing", "SLICER_SHIPPED"]
+__all__ = ["Requirement", "REQUIREMENTS", "TORCH_MINIMUM", "missing", "Installer", "install_missing", "SLICER_SHIPPED",
+           "unsupported_python"]
 
 TORCH_MINIMUM = "2.1"
+PYTHON_MINIMUM = (3, 10)      # the diffumamba package's requires-python
 SLICER_SHIPPED = ("SimpleITK", "numpy", "vtk")     # never installed or upgraded from here
 
 
@@ -63,6 +66,17 @@ def installed_version(name: str) -> Optional[str]:
         return None
 
 
+def unsupported_python(version_info: Sequence[int]) -> Optional[str]:
+    """Why this Slicer's Python cannot run the module (None when it can): Slicer releases before the move to
+    Python 3.12 carry 3.9, which the package does not support; say so instead of failing inside pip."""
+    if tuple(version_info[:2]) >= PYTHON_MINIMUM:
+        return None
+    found = ".".join(map(str, version_info[:3]))
+    wanted = ".".join(map(str, PYTHON_MINIMUM))
+    return (f"DiffUMambaSeg needs Python {wanted} or newer; this Slicer has Python {found}. "
+            "Install Slicer 5.12 or newer (it ships Python 3.12).")
+
+
 class Installer(Protocol):
     def confirm(self, message: str) -> bool: ...
 
@@ -76,7 +90,11 @@ def install_missing(installer: Installer, diffumamba_source: str, torch_version:
     """Ask once, listing everything; then torch (PyTorchUtils), the dependencies, and diffumamba without deps.
 
     Returns False when the user declined or torch could not be installed (nothing else is installed then).
+    Raises RuntimeError on a Python the package does not support, before asking anything.
     """
+    problem = unsupported_python(sys.version_info)
+    if problem:
+        raise RuntimeError(problem)
     needed = missing(REQUIREMENTS, installed)
     torch_needed = torch_version is None or _version_tuple(torch_version) < _version_tuple(TORCH_MINIMUM)
     package_needed = installed("diffumamba") is None
