@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 __all__ = ["NETWORK_NAMES", "NetworkConfig", "umambabot_block_counts", "from_nnunet_plans", "lung_ct_3d",
@@ -40,6 +40,10 @@ class NetworkConfig:
         d_state, d_conv, expand: Mamba hyper-parameters (mamba_ssm defaults).
         lambda_init: initial value of every NRM weight lambda (DiffUMamba only).
         patch_size: the patch the network was planned for (information for trainers and predictors).
+        high_frequency_stages: encoder stages (not the bottleneck) whose output is gated by a high-frequency
+            Mamba module before it reaches the decoder (Diff-CL's CNN branch; empty for every other method).
+        time_conditioning: every encoder stage's output gets a per-channel shift from a timestep embedding
+            (the denoiser of Diff-CL's diffusion branch; such a network takes ``forward(x, timesteps)``).
     """
 
     network: str
@@ -60,6 +64,8 @@ class NetworkConfig:
     expand: int = 2
     lambda_init: float = 0.5
     patch_size: Optional[list[int]] = None
+    high_frequency_stages: list[int] = field(default_factory=list)
+    time_conditioning: bool = False
 
     def __post_init__(self):
         self.kernel_sizes = [_per_axis(k, self.spatial_dims, "kernel_sizes") for k in self.kernel_sizes]
@@ -69,6 +75,7 @@ class NetworkConfig:
         self.n_blocks_per_stage_decoder = [int(n) for n in self.n_blocks_per_stage_decoder]
         if self.patch_size is not None:
             self.patch_size = [int(p) for p in self.patch_size]
+        self.high_frequency_stages = sorted({int(s) for s in self.high_frequency_stages})
         self.validate()
 
     @property
@@ -100,6 +107,8 @@ class NetworkConfig:
             problems.append("every stage needs at least one block")
         if self.in_channels < 1 or self.num_classes < 1:
             problems.append("in_channels and num_classes must be positive")
+        if any(not 0 <= s < n - 1 for s in self.high_frequency_stages):
+            problems.append(f"high_frequency_stages must be encoder stages 0..{n - 2} (not the bottleneck)")
         if self.patch_size is not None and len(self.patch_size) != self.spatial_dims:
             problems.append(f"patch_size needs {self.spatial_dims} entries")
         if problems:

@@ -30,11 +30,14 @@ class ResidualEncoder(nn.Module):
             in_channels = features[s]
         self.stages = nn.ModuleList(stages)
 
-    def forward(self, x):
+    def forward(self, x, stage_shifts=None):
+        """``stage_shifts``: optional per-stage (B, C_s) shifts added to each stage's output (time conditioning)."""
         x = self.stem(x)
         skips = []
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             x = stage(x)
+            if stage_shifts is not None:
+                x = x + stage_shifts[index].view(*stage_shifts[index].shape, *[1] * (x.dim() - 2))
             skips.append(x)
         return skips
 

@@ -12,6 +12,8 @@ from .blocks import init_he
 from .config import NetworkConfig
 from .decoder import ResidualDecoder
 from .encoder import ResidualEncoder
+from .high_frequency import HighFrequencyMamba
+from .time_embedding import TimestepEmbedding
 
 __all__ = ["ResUNet"]
 
@@ -37,6 +39,12 @@ class ResUNet(nn.Module):
         self.build_bottleneck(config)
         self.decoder = ResidualDecoder(config)
         self.apply(init_he)
+        # Built after the He init: their own initialisation (zero gate, Mamba's) is kept.
+        self.high_frequency = nn.ModuleDict({
+            str(s): HighFrequencyMamba(config.spatial_dims, config.features_per_stage[s], d_state=config.d_state,
+                                       d_conv=config.d_conv, expand=config.expand)
+            for s in config.high_frequency_stages})
+        self.time_embedding = TimestepEmbedding(config.features_per_stage) if config.time_conditioning else None
 
     def build_bottleneck(self, config: NetworkConfig) -> None:
         """Create the modules of the bottleneck (none for the plain U-Net)."""
@@ -45,7 +53,10 @@ class ResUNet(nn.Module):
         """The new bottleneck features, given every encoder stage's output."""
         return skips[-1]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | None = None):
+        """``timesteps`` (B,): the diffusion step of each sample, required by a time-conditioned network only."""
+        if (timesteps is None) == (self.time_embedding is not None):
+            raise ValueError("timesteps are needed by, and only by, a network with time_conditioning")
         expected = 2 + self.config.spatial_dims
         if x.dim() != expected or x.shape[1] != self.config.in_channels:
             raise ValueError(f"{type(self).__name__} expects (batch, {self.config.in_channels}, "
@@ -55,7 +66,9 @@ class ResUNet(nn.Module):
         pad = [(-n) % d for n, d in zip(size, divisor)]
         if any(pad):
             x = F.pad(x, [p for axis_pad in reversed(pad) for p in (0, axis_pad)])
-        skips = self.encoder(x)
+        skips = self.encoder(x, self.time_embedding(timesteps) if timesteps is not None else None)
+        for stage, module in self.high_frequency.items():
+            skips[int(stage)] = module(skips[int(stage)])
         skips[-1] = self.bottleneck(skips)
         logits = self.decoder(skips)
         if not any(pad):

@@ -27,7 +27,7 @@ from ..nets import NetworkConfig, build_network
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "provenance"]
 
 FORMAT = "diffumamba-checkpoint/1"
-_MODEL, _OPTIM = "model.", "optimizer."
+_MODEL, _OPTIM, _METHOD = "model.", "optimizer.", "method."
 
 
 def provenance() -> dict[str, Any]:
@@ -52,15 +52,18 @@ def _git_commit() -> Optional[str]:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: NetworkConfig, meta: dict[str, Any],
-                    optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+                    optimizer: Optional[torch.optim.Optimizer] = None,
+                    extra_tensors: Optional[dict[str, torch.Tensor]] = None) -> None:
     """Write weights, the network config, ``meta`` (plan, labels, training state, ...) and provenance.
 
-    With ``optimizer`` its state is included so that training can resume exactly.
+    With ``optimizer`` its state is included so that training can resume exactly; ``extra_tensors`` (a training
+    method's modules and state) are stored beside the weights, which ``load_model`` ignores.
     """
     from safetensors.torch import save
 
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {_MODEL + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({_METHOD + k: v.detach().contiguous().cpu() for k, v in (extra_tensors or {}).items()})
     header = {"format": FORMAT, "network": config.to_dict(), "provenance": provenance(), **meta}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -109,6 +112,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
             state.setdefault(int(index), {})[name] = value
         optimizer_state = {"state": state, "param_groups": header["optimizer"]["param_groups"]}
     return header, model_state, optimizer_state
+
+
+def load_method_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``extra_tensors`` saved with a checkpoint (weights only, no unpickling)."""
+    from safetensors.torch import load
+
+    return {k[len(_METHOD):]: v for k, v in load(Path(path).read_bytes()).items() if k.startswith(_METHOD)}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

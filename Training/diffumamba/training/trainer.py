@@ -9,6 +9,9 @@ Every epoch's randomness (patch choice, augmentation, torch) is seeded from (see
 the last checkpoint is written atomically at the end of every epoch, so a killed run resumed with the
 same seed reproduces the uninterrupted run's weights exactly.
 
+The loss of a step comes from the training method (``--method``): supervised, DALE or Diff-CL
+(``training.methods``); the method's own modules and state are optimised and checkpointed with the network.
+
 Launched by ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel: NCCL on GPUs (one per
 process), gloo on CPUs; every process draws its own batches, rank 0 alone validates, logs and writes
 checkpoints.
@@ -20,7 +23,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -31,8 +34,9 @@ from ..devices import resolve_device
 from ..nets import NetworkConfig, build_network
 from ..propagation.prior_augmentation import perturb_prior
 from .augmentation import training_transforms
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_method_tensors, save_checkpoint
 from .losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
+from .methods import build_method
 from .sampling import PatchSampler, TrainingCase
 
 __all__ = ["TrainSettings", "Trainer", "default_learning_rate"]
@@ -60,6 +64,8 @@ class TrainSettings:
     task: str = "segmentation"       # "propagation": the last input channel is the prior GTV (see prior_augmentation)
     prior_dropout: float = 0.2
     prior_perturb: float = 0.5
+    method: str = "supervised"       # "dale", "diffcl": see training.methods
+    method_options: dict = field(default_factory=dict)   # the method's settings (its dataclass's fields)
 
 
 class Trainer:
@@ -68,6 +74,7 @@ class Trainer:
     Args:
         config: the network to train (its ``patch_size`` is the training patch).
         train_cases, val_cases: preprocessed cases; validation runs sliding-window inference on whole volumes.
+        unlabeled_cases: cases whose labels the method must not see (semi-supervised methods only).
         out_dir: run folder (checkpoints, ``log.csv``).
         settings: optimisation settings.
         batch_size: patches per step.
@@ -75,9 +82,11 @@ class Trainer:
     """
 
     def __init__(self, config: NetworkConfig, train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase],
-                 out_dir: Path, settings: TrainSettings, batch_size: int = 2, meta: Optional[dict] = None):
-        self.config, self.settings, self.batch_size = config, settings, batch_size
+                 out_dir: Path, settings: TrainSettings, batch_size: int = 2, meta: Optional[dict] = None,
+                 unlabeled_cases: Sequence[TrainingCase] = ()):
+        self.settings, self.batch_size = settings, batch_size
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
+        self.unlabeled_cases = [hide_label(case) for case in unlabeled_cases]
         self.out_dir = Path(out_dir)
         self.meta = meta or {}
         self.device = resolve_device(settings.device)
@@ -86,21 +95,34 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
         self.lr = settings.initial_lr or default_learning_rate(config.network)
+        method_class = build_method(settings.method)
+        self.config = config = method_class.adapt_config(config)
         torch.manual_seed(settings.seed)
         self.network = build_network(config).to(self.device)
         self.model = self.network
+        n_outputs = config.n_stages - 1 if config.deep_supervision else 1
+        self.loss = DeepSupervisionLoss(DiceCELoss(), deep_supervision_weights(n_outputs))
+        self.iteration = 0
+        self.method = method_class(self)
+        self.method_modules = torch.nn.ModuleDict(self.method.modules()).to(self.device)
         if self.world_size > 1:
             # Unused parameters exist by design: the zero-weight deep-supervision head is never evaluated.
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
-        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=self.lr, momentum=settings.momentum,
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=settings.momentum,
                                          nesterov=True, weight_decay=settings.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
-        n_outputs = config.n_stages - 1 if config.deep_supervision else 1
-        self.loss = DeepSupervisionLoss(DiceCELoss(), deep_supervision_weights(n_outputs))
         self.start_epoch, self.best_dice = 0, -1.0
-        self._prior_rng = None
+        self._prior_rng, self._transforms = None, None
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser trains: the network and the method's own modules."""
+        return list(self.network.parameters()) + list(self.method_modules.parameters())
+
+    @property
+    def total_iterations(self) -> int:
+        return self.settings.epochs * self.settings.iterations_per_epoch
 
     # -- state -------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -110,10 +132,19 @@ class Trainer:
             return False
         header, state, optim_state = load_checkpoint(path)
         self.network.load_state_dict(state, strict=True)
+        saved = header.get("method", {}).get("name", "supervised")
+        if saved != self.settings.method:
+            raise ValueError(f"{path} was trained with --method {saved}, not {self.settings.method}")
+        tensors = load_method_tensors(path)
+        self.method_modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items()
+                                             if k.startswith("modules.")}, strict=True)
+        self.method.load_state({k[len("state."):]: v.to(self.device) for k, v in tensors.items()
+                                if k.startswith("state.")}, header["method"].get("info", {}) if "method" in header else {})
         if optim_state is not None:
             self.optimizer.load_state_dict(optim_state)
         training = header.get("training", {})
         self.start_epoch, self.best_dice = training.get("epoch", 0), training.get("best_dice", -1.0)
+        self.iteration = self.start_epoch * self.settings.iterations_per_epoch
         return True
 
     def _save(self, name: str, epoch: int) -> None:
@@ -121,8 +152,14 @@ class Trainer:
             return
         meta = {**self.meta, "training": {"epoch": epoch, "best_dice": self.best_dice,
                                           "settings": asdict(self.settings), "batch_size": self.batch_size}}
+        extra = None
+        if name == "last.safetensors":
+            tensors, info = self.method.state()
+            extra = {**{f"modules.{k}": v for k, v in self.method_modules.state_dict().items()},
+                     **{f"state.{k}": v for k, v in tensors.items()}}
+            meta["method"] = {"name": self.settings.method, "info": info}
         save_checkpoint(self.out_dir / name, self.network, self.config, meta,
-                        self.optimizer if name == "last.safetensors" else None)
+                        self.optimizer if name == "last.safetensors" else None, extra_tensors=extra)
 
     # -- loop --------------------------------------------------------------------------------------
     def learning_rate(self, epoch: int) -> float:
@@ -144,14 +181,20 @@ class Trainer:
             started = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(epoch)
-            sampler, transforms = self._epoch_randomness(epoch)
+            self.method.begin_epoch(epoch, self._epoch_randomness(epoch))
             self.model.train()
-            losses = []
+            self.method_modules.train()
+            losses, scalars = [], {}
             bar = tqdm(range(self.settings.iterations_per_epoch), desc=f"epoch {epoch + 1}/{self.settings.epochs}",
                        unit="it", disable=not progress, leave=False)
             for _ in bar:
-                losses.append(self._step(sampler, transforms))
+                loss, step_scalars = self._step()
+                losses.append(loss)
+                for key, value in step_scalars.items():
+                    scalars.setdefault(key, []).append(value)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            method_scalars = {key: float(np.nanmean(values)) for key, values in scalars.items()}
+            method_scalars.update(self.method.end_epoch(epoch))
             row = {"epoch": epoch + 1, "lr": self.learning_rate(epoch), "train_loss": float(np.mean(losses)),
                    "val_dice": math.nan, "seconds": 0.0}
             due = (epoch + 1) % self.settings.validate_every == 0 or epoch + 1 == self.settings.epochs
@@ -167,6 +210,9 @@ class Trainer:
                 for key in ("train_loss", "lr", "val_dice"):
                     if not math.isnan(row[key]):
                         board.add_scalar(key, row[key], epoch + 1)
+                for key, value in method_scalars.items():
+                    if not math.isnan(value):
+                        board.add_scalar(f"{self.settings.method}/{key}", value, epoch + 1)
                 board.flush()
             if self.world_size > 1:
                 torch.distributed.barrier()
@@ -178,21 +224,39 @@ class Trainer:
             board.close()
         return rows
 
-    def _epoch_randomness(self, epoch: int):
+    def _epoch_randomness(self, epoch: int) -> int:
+        """Seed torch, the augmentation and the prior perturbation for this epoch; returns the seed the method's
+        samplers derive theirs from."""
         seed = (self.settings.seed * 100_003 + epoch) * 1_009 + self.rank
         torch.manual_seed(seed)
-        sampler = PatchSampler(self.train_cases, self.config.patch_size, self.batch_size,
-                               self.settings.oversample_foreground, seed=seed)
         prior = self.settings.task == "propagation"
-        transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed,
-                                         prior_key=prior) if self.settings.augment else None
+        self._transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed,
+                                               prior_key=prior) if self.settings.augment else None
         self._prior_rng = np.random.default_rng(seed + 7) if prior else None
-        return sampler, transforms
+        return seed
 
-    def _step(self, sampler: PatchSampler, transforms) -> float:
+    def make_sampler(self, cases: Sequence[TrainingCase], seed: int, oversample: Optional[float] = None) -> PatchSampler:
+        return PatchSampler(cases, self.config.patch_size, self.batch_size,
+                            self.settings.oversample_foreground if oversample is None else oversample, seed=seed)
+
+    def _step(self) -> tuple[float, dict[str, float]]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            loss, scalars = self.method.loss()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters(), self.settings.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        self.method.after_step()
+        return float(loss.detach()), scalars
+
+    def draw(self, sampler: PatchSampler) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented batch on the device: images (B, C, *patch) float, labels (B, 1, *patch) long."""
         data, label = sampler.batch()
         images, labels = torch.from_numpy(data), torch.from_numpy(label)
-        prior = self._prior_rng is not None
+        prior, transforms = self._prior_rng is not None, self._transforms
         if transforms is not None:
             # The prior GTV channel moves with the anatomy but gets no intensity augmentation.
             items = [transforms({"image": images[i, :-1], "prior": images[i, -1:], "label": labels[i]} if prior
@@ -203,17 +267,7 @@ class Trainer:
         if prior:
             images = perturb_prior(images.float(), self._prior_rng, self.settings.prior_dropout,
                                    self.settings.prior_perturb)
-        images = images.float().to(self.device)
-        labels = labels.round().long().to(self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            loss = self.loss(self.model(images), labels)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return float(loss.detach())
+        return images.float().to(self.device), labels.round().long().to(self.device)
 
     def validate(self) -> float:
         """Mean foreground Dice over validation cases (whole volumes, Gaussian sliding window)."""
@@ -237,6 +291,11 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def hide_label(case: TrainingCase) -> TrainingCase:
+    """An unlabelled case: its label is replaced by zeros, so no code path can learn from it."""
+    return TrainingCase(case.name, case.data, np.zeros_like(case.label), {})
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int]:

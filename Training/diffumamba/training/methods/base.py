@@ -1,0 +1,62 @@
+"""What a training method is to the trainer: a way to turn batches into a loss.
+
+The trainer owns everything methods share: the network, one SGD optimiser over the network and the method's
+own modules, the learning-rate schedule, clipping, AMP, validation, checkpoints and resume. A method decides
+which cases it draws from, what the loss is, and what it keeps between steps (an EMA teacher, statistics, a
+second network); that state travels in the ``last`` checkpoint so a killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..trainer import Trainer
+
+__all__ = ["TrainingMethod", "Supervised"]
+
+
+class TrainingMethod:
+    """Base class: plain supervised training on the labelled cases (``Supervised`` is this class)."""
+
+    name = "supervised"
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+
+    @staticmethod
+    def adapt_config(config):
+        """The network config this method trains (e.g. Diff-CL adds its high-frequency Mamba stages)."""
+        return config
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Extra trainable modules, optimised with the network and saved with it."""
+        return {}
+
+    def begin_epoch(self, epoch: int, seed: int) -> None:
+        self.sampler = self.trainer.make_sampler(self.trainer.train_cases, seed)
+
+    def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one step (inside the trainer's autocast) and scalars to log."""
+        images, labels = self.trainer.draw(self.sampler)
+        return self.trainer.loss(self.trainer.model(images), labels), {}
+
+    def after_step(self) -> None:
+        """Called after every optimiser step (EMA updates, memories)."""
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Scalars to log once per epoch (besides the mean of the per-step ones)."""
+        return {}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Tensors and JSON-able facts to resume from (the modules' weights are saved by the trainer)."""
+        return {}, {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        """Restore what ``state`` returned."""
+
+
+Supervised = TrainingMethod
