@@ -100,3 +100,20 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
     save_checkpoint(tmp_path / "bad.safetensors", model, other, {})
     with pytest.raises(ValueError, match="do not match its network config"):
         load_model(tmp_path / "bad.safetensors")
+
+
+def test_a_checkpoint_whose_header_length_starts_like_a_pickle_loads(tmp_path):
+    """A safetensors header of 128 + 256k bytes makes the file's first byte 0x80, a pickle's first byte: such a
+    checkpoint (met in a real training run) must load, and a real pickle must still be refused."""
+    model, config = small()
+    path = tmp_path / "model.safetensors"
+    for padding in range(300):
+        save_checkpoint(path, model, config, {"note": "x" * padding})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    loaded, header = load_model(path)
+    assert header["note"].startswith("x")
+    (tmp_path / "pickle.safetensors").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with pytest.raises(ValueError, match="never unpickles"):
+        load_model(tmp_path / "pickle.safetensors")

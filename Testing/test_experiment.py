@@ -97,4 +97,4 @@ def test_experiment_trains_scores_tabulates_and_restarts(phantoms, tmp_path, cap
 
 def test_experiment_refuses_a_baseline_it_does_not_run(phantoms, tmp_path, capsys):
     assert main(experiment_args(phantoms, tmp_path, "--baseline", "umambabot")) == 2
-    assert "baseline 'umambabot' must be one of the networks" in capsys.readouterr().err
+    assert "baseline 'umambabot' must be one of the arms" in capsys.readouterr().err

@@ -24,7 +24,11 @@ def add_parser(commands) -> None:
     add_plan_arguments(parser, network=False)
     parser.add_argument("--results", type=Path, required=True, help="experiment output folder")
     parser.add_argument("--networks", nargs="+", choices=NETWORK_NAMES, default=list(NETWORK_NAMES))
-    parser.add_argument("--baseline", default="resunet", choices=NETWORK_NAMES)
+    parser.add_argument("--methods", nargs="+", choices=["supervised", "dale", "diffcl"], default=["supervised"],
+                        help="training methods to compare (every network is trained with every method)")
+    parser.add_argument("--baseline", help="the arm the others are compared with: a network name when only "
+                                           "supervised training is compared, a method name when one network is, "
+                                           "else NETWORK-METHOD (default: the first arm)")
     parser.add_argument("--fold-list", type=int, nargs="+", metavar="FOLD", help="folds to run (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     add_training_arguments(parser)
@@ -34,7 +38,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment.runner import ExperimentSpec, experiment_rows, run_experiment
+    from ..experiment.runner import ExperimentSpec, experiment_arms, experiment_rows, run_experiment
     from ..experiment.statistics import compare, markdown_table
     from ..files import atomic_write_text
     from ..training.splits import case_groups
@@ -45,24 +49,31 @@ def run(args: argparse.Namespace) -> int:
         if not rows:
             raise FileNotFoundError(f"no finished run under {args.results}")
     else:
-        prepared = prepare_from_args(args, args.baseline)
+        prepared = prepare_from_args(args, args.networks[0])
         settings = training_settings(args, seed=0, validate_every=10**9, task=prepared.plan.task)
-        training = {k: v for k, v in vars(settings).items() if k not in ("seed", "validate_every")}
-        spec = ExperimentSpec(networks=args.networks, baseline=args.baseline, n_folds=args.folds,
+        training = {k: v for k, v in vars(settings).items() if k not in ("seed", "validate_every", "method")}
+        if args.labeled:
+            raise ValueError("experiment: --labeled names cases of one fold; use --labeled-fraction")
+        baseline = args.baseline or experiment_arms(args.networks, args.methods)[0][0]
+        spec = ExperimentSpec(networks=args.networks, baseline=baseline, n_folds=args.folds,
                               folds=args.fold_list if args.fold_list is not None else list(range(args.folds)),
                               seeds=args.seeds, train_fraction=args.train_fraction, group_pattern=args.group_pattern,
                               batch_size=args.batch_size or prepared.plan.batch_size,
-                              nsd_tolerance_mm=args.nsd_tolerance, training=training)
+                              nsd_tolerance_mm=args.nsd_tolerance, training=training, methods=args.methods,
+                              labeled_fraction=args.labeled_fraction, corrupt_fraction=args.corrupt_fraction,
+                              corrupt_voxels=args.corrupt_voxels)
         plan = prepared.plan
         print(f"plan: patch {plan.patch_size}, spacing {plan.target_spacing}, features "
               f"{plan.network['features_per_stage']}, batch {spec.batch_size}")
         rows = run_experiment(prepared, spec, args.results)
     recorded = json.loads((args.results / "experiment.json").read_text())["spec"]
-    rows = sorted(rows, key=lambda row: recorded["networks"].index(row["network"]))   # the order asked for
+    arms = [name for name, _, _ in ExperimentSpec(**recorded).arms()]
+    baseline = recorded["baseline"]
+    rows = sorted(rows, key=lambda row: arms.index(row["network"]))   # the order asked for
     group_pattern = recorded["group_pattern"]
     groups = case_groups(sorted({r["case"] for r in rows}), group_pattern) if group_pattern else None
-    entries = compare(rows, args.baseline, groups)
-    table = markdown_table(entries, args.baseline, "patients" if groups else "cases")
+    entries = compare(rows, baseline, groups)
+    table = markdown_table(entries, baseline, "patients" if groups else "cases")
     atomic_write_text(args.results / "results.csv", _csv(rows))
     atomic_write_text(args.results / "summary.json", json.dumps(entries, indent=2) + "\n")
     atomic_write_text(args.results / "table.md", table)
@@ -72,11 +83,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _csv(rows: list[dict]) -> str:
-    columns = ["network", "fold", "seed", "case", "label", "dice", "hd95_mm", "assd_mm", "nsd",
+    columns = ["network", "method", "fold", "seed", "case", "label", "dice", "hd95_mm", "assd_mm", "nsd",
                "ref_volume_ml", "pred_volume_ml", "ref_empty", "pred_empty", "train_seconds"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
+        row = {"method": "supervised", **row}          # rows of runs finished before methods existed
         writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
     return buffer.getvalue()

@@ -18,6 +18,9 @@ def add_parser(commands) -> None:
     add_plan_arguments(parser)
     parser.add_argument("--run-dir", dest="run_dir", type=Path, required=True, help="output folder of this training run")
     parser.add_argument("--fold", default="0", help="fold index or 'all' (train and validate on every case)")
+    parser.add_argument("--method", default="supervised", choices=["supervised", "dale", "diffcl"],
+                        help="training method: plain supervised, DALE (noisy labels in fuzzy regions) or Diff-CL "
+                             "(semi-supervised; needs unlabelled cases, see --labeled-fraction)")
     add_training_arguments(parser)
     parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS")
     parser.add_argument("--seed", type=int, default=0)
@@ -49,6 +52,39 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-perturb", type=float, default=0.5, metavar="P",
                         help="propagation: probability of shifting, dilating or eroding the prior GTV channel of a "
                              "training patch, as registration and contouring errors do (default 0.5)")
+    add_method_arguments(parser)
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """--method, the case roles (labelled / unlabelled / corrupted) and every DALE and Diff-CL setting."""
+    from dataclasses import MISSING, fields
+
+    from ..training.methods.settings import METHOD_SETTINGS
+
+    parser.add_argument("--labeled-fraction", type=float, default=1.0,
+                        help="semi-supervised: a seeded fraction of the fold's training cases keeps its labels, the "
+                             "rest is unlabelled (Diff-CL learns from it; the other methods leave it out)")
+    parser.add_argument("--labeled", nargs="+", metavar="CASE", help="semi-supervised: the labelled training cases")
+    parser.add_argument("--corrupt-fraction", type=float, default=0.0,
+                        help="noisy-label experiments: corrupt the labels of this seeded fraction of the labelled "
+                             "training cases (dilated, eroded or shifted; held-out cases stay clean)")
+    parser.add_argument("--corrupt-voxels", type=int, default=3, help="size of each corruption in voxels (default 3)")
+    for method, settings in METHOD_SETTINGS.items():
+        group = parser.add_argument_group(f"{method} (with --method {method}; see docs/methods.md)")
+        for item in fields(settings):
+            default = item.default if item.default is not MISSING else None
+            group.add_argument(f"--{method}-{item.name.replace('_', '-')}", dest=f"{method}__{item.name}",
+                               type=type(default), metavar="X", help=f"{item.metadata['help']} (default {default})")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """{method: {setting: value}} for the settings given on the command line."""
+    options: dict = {}
+    for key, value in vars(args).items():
+        if "__" in key and value is not None:
+            method, name = key.split("__", 1)
+            options.setdefault(method, {})[name] = value
+    return options
 
 
 def training_settings(args: argparse.Namespace, seed: int, validate_every: int = 50, task: str = "segmentation"):
@@ -57,7 +93,8 @@ def training_settings(args: argparse.Namespace, seed: int, validate_every: int =
     return TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
                          validate_every=validate_every, augment=not args.no_augment, elastic=args.elastic,
                          seed=seed, device=args.device, prior_dropout=args.prior_dropout,
-                         prior_perturb=args.prior_perturb, task=task)
+                         prior_perturb=args.prior_perturb, task=task, method=getattr(args, "method", "supervised"),
+                         method_options=method_options(args))
 
 
 def prepare_from_args(args: argparse.Namespace, network: str):
@@ -75,6 +112,7 @@ def prepare_from_args(args: argparse.Namespace, network: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..files import atomic_write_text
+    from ..training.case_roles import assign_roles, load_cases
     from ..training.sampling import TrainingCase
     from ..training.splits import fold_cases, load_or_create_splits, subset
     from ..training.trainer import Trainer
@@ -88,21 +126,29 @@ def run(args: argparse.Namespace) -> int:
     train_names, val_names = fold_cases(splits, names, args.fold)
     if args.train_fraction < 1:
         train_names = subset(train_names, args.train_fraction, args.seed)
+    roles = assign_roles(train_names, args.seed, args.labeled_fraction, args.labeled, args.corrupt_fraction,
+                         args.corrupt_voxels)
+    if args.method == "diffcl" and not roles.unlabeled:
+        raise ValueError("--method diffcl needs unlabelled cases: give --labeled-fraction below 1 or --labeled")
     args.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.run_dir / "cases.json", json.dumps({"fold": args.fold, "train_fraction": args.train_fraction,
                                                            "seed": args.seed, "train": train_names,
-                                                           "val": val_names}, indent=2) + "\n")
+                                                           "val": val_names, "method": args.method,
+                                                           **roles.to_dict()}, indent=2) + "\n")
     plan = prepared.plan
-    meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names}}
-    trainer = Trainer(plan.network_config(),
-                      [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in train_names],
+    meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names,
+                                                **roles.to_dict()}}
+    labelled, unlabelled = load_cases(prepared.folder, roles, args.seed, with_unlabeled=args.method == "diffcl")
+    trainer = Trainer(plan.network_config(), labelled,
                       [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in val_names],
                       args.run_dir, training_settings(args, args.seed, args.validate_every, plan.task),
-                      batch_size=args.batch_size or plan.batch_size, meta=meta)
+                      batch_size=args.batch_size or plan.batch_size, meta=meta, unlabeled_cases=unlabelled)
     if args.resume:
         trainer.resume()
         print(f"resuming after epoch {trainer.start_epoch}")
-    print(f"training {plan.network['network']} on {len(train_names)} case(s), validating on {len(val_names)}; "
+    print(f"training {plan.network['network']} ({args.method}) on {len(labelled)} labelled case(s)"
+          f"{f' ({len(roles.corrupted)} corrupted)' if roles.corrupted else ''}"
+          f"{f' and {len(unlabelled)} unlabelled' if unlabelled else ''}, validating on {len(val_names)}; "
           f"patch {plan.patch_size}, lr {trainer.lr:g}, device {trainer.device}")
     trainer.fit()
     print(f"checkpoints and log: {args.run_dir}")

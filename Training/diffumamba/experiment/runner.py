@@ -1,8 +1,9 @@
-"""Runs every (fold, seed, network) of an experiment and scores each on its fold's held-out cases.
+"""Runs every (fold, seed, arm) of an experiment and scores each on its fold's held-out cases.
 
-Fairness is structural: one plan (patch, spacing, features, topology) is made once and only the network
-name changes; every network sees the same splits, the same seeded training subset, the same seeds and
-the same number of iterations. Each run is scored with its *last* checkpoint on the original image grid
+An arm is a network trained with a method (``--networks`` x ``--methods``). Fairness is structural: one plan
+(patch, spacing, features, topology) is made once and only the network name or the method changes; every arm
+sees the same splits, the same seeded training subset, the same labelled / unlabelled cases and corrupted labels,
+the same seeds and the same number of iterations. Each run is scored with its *last* checkpoint on the original image grid
 (no checkpoint selection on the held-out cases, which would bias the comparison).
 
 Interrupt and restart freely: finished runs keep their ``metrics.json`` and are not repeated; a run
@@ -21,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from ..data.pipeline import Prepared
 from ..files import atomic_write_text
 
-__all__ = ["ExperimentSpec", "run_experiment", "experiment_rows"]
+__all__ = ["ExperimentSpec", "experiment_arms", "run_experiment", "experiment_rows"]
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ExperimentSpec:
     """What is compared and under which budget (recorded in OUT/experiment.json)."""
 
     networks: list[str]
-    baseline: str
+    baseline: str                  # an arm name (see ``arms``)
     n_folds: int
     folds: list[int]
     seeds: list[int]
@@ -37,21 +38,44 @@ class ExperimentSpec:
     group_pattern: Optional[str] = None
     batch_size: int = 2
     nsd_tolerance_mm: float = 2.0
-    training: dict = field(default_factory=dict)   # TrainSettings fields except seed
+    training: dict = field(default_factory=dict)   # TrainSettings fields except seed and method
+    methods: list[str] = field(default_factory=lambda: ["supervised"])
+    labeled_fraction: float = 1.0
+    corrupt_fraction: float = 0.0
+    corrupt_voxels: int = 3
 
     def __post_init__(self):
-        if self.baseline not in self.networks:
-            raise ValueError(f"the baseline {self.baseline!r} must be one of the networks {self.networks}")
-        if len(set(self.networks)) != len(self.networks):
-            raise ValueError("a network is listed twice")
+        if len(set(self.networks)) != len(self.networks) or len(set(self.methods)) != len(self.methods):
+            raise ValueError("a network or a method is listed twice")
+        names = [name for name, _, _ in self.arms()]
+        if self.baseline not in names:
+            raise ValueError(f"the baseline {self.baseline!r} must be one of the arms {names}")
+        if "diffcl" in self.methods and self.labeled_fraction >= 1:
+            raise ValueError("Diff-CL needs unlabelled cases: give --labeled-fraction below 1")
         bad = [f for f in self.folds if not 0 <= f < self.n_folds]
         if bad:
             raise ValueError(f"folds {bad} do not exist with {self.n_folds} folds")
 
 
+    def arms(self) -> list[tuple[str, str, str]]:
+        return experiment_arms(self.networks, self.methods)
+
+
+def experiment_arms(networks: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(arm name, network, method): the network's name when only supervised training is compared, the method's
+    when only one network is, else NETWORK-METHOD."""
+    arms = []
+    for network in networks:
+        for method in methods:
+            name = network if list(methods) == ["supervised"] else method if len(networks) == 1 else f"{network}-{method}"
+            arms.append((name, network, method))
+    return arms
+
+
 def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress: bool = True,
                    log: Callable[[str], None] = print) -> list[dict]:
     """Train and score every run not finished yet; returns all per-case rows."""
+    from ..training.case_roles import assign_roles
     from ..training.splits import fold_cases, load_or_create_splits, subset
 
     out.mkdir(parents=True, exist_ok=True)
@@ -64,34 +88,43 @@ def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress
         train_names, val_names = fold_cases(splits, names, str(fold))
         for seed in spec.seeds:
             chosen = subset(train_names, spec.train_fraction, seed) if spec.train_fraction < 1 else train_names
+            roles = assign_roles(chosen, seed, spec.labeled_fraction, corrupt_fraction=spec.corrupt_fraction,
+                                 corrupt_voxels=spec.corrupt_voxels)
+            (out / "runs" / f"fold{fold}_seed{seed}").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "runs" / f"fold{fold}_seed{seed}" / "cases.json",
+                              json.dumps({"train": list(chosen), "val": list(val_names), **roles.to_dict()}, indent=1) + "\n")
             cache: dict = {}
-            for network in spec.networks:
-                log(f"fold {fold}, seed {seed}: {network} on {len(chosen)} case(s), scored on {len(val_names)}")
-                rows += _run_one(prepared, spec, network, fold, seed, chosen, val_names, out, cache, progress)
+            for arm, network, method in spec.arms():
+                unlabelled = f" + {len(roles.unlabeled)} unlabelled" if method == "diffcl" else ""
+                log(f"fold {fold}, seed {seed}: {arm} on {len(roles.labeled)} labelled case(s){unlabelled}, "
+                    f"scored on {len(val_names)}")
+                rows += _run_one(prepared, spec, (arm, network, method), fold, seed, roles, val_names, out, cache,
+                                 progress)
     return rows
 
 
-def _run_one(prepared: Prepared, spec: ExperimentSpec, network: str, fold: int, seed: int,
-             train_names: Sequence[str], val_names: Sequence[str], out: Path, cache: dict, progress: bool) -> list[dict]:
-    from ..training.sampling import TrainingCase
+def _run_one(prepared: Prepared, spec: ExperimentSpec, arm: tuple[str, str, str], fold: int, seed: int,
+             roles, val_names: Sequence[str], out: Path, cache: dict, progress: bool) -> list[dict]:
+    from ..training.case_roles import load_cases
     from ..training.trainer import Trainer, TrainSettings
 
-    run_dir = out / "runs" / f"fold{fold}_seed{seed}" / network
+    name, network, method = arm
+    run_dir = out / "runs" / f"fold{fold}_seed{seed}" / name
     result = run_dir / "metrics.json"
     if result.exists():
         return json.loads(result.read_text())["rows"]
     plan = dataclasses.replace(prepared.plan, network={**prepared.plan.network, "network": network})
-    if not cache:
-        cache.update({n: TrainingCase.from_cache(prepared.folder, n, seed) for n in train_names})
-    meta = {**plan.checkpoint_meta(), "cases": {"fold": fold, "train": list(train_names), "val": list(val_names)}}
-    trainer = Trainer(plan.network_config(), [cache[n] for n in train_names], [], run_dir,
-                      TrainSettings(**spec.training, seed=seed), batch_size=spec.batch_size, meta=meta)
+    labelled, unlabelled = load_cases(prepared.folder, roles, seed, cache, with_unlabeled=method == "diffcl")
+    meta = {**plan.checkpoint_meta(), "cases": {"fold": fold, "val": list(val_names), **roles.to_dict()}}
+    trainer = Trainer(plan.network_config(), labelled, [], run_dir,
+                      TrainSettings(**spec.training, seed=seed, method=method), batch_size=spec.batch_size, meta=meta,
+                      unlabeled_cases=unlabelled)
     trainer.resume()
     trainer.fit(progress=progress)
     rows = _score(trainer, plan, prepared, val_names, spec.nsd_tolerance_mm)
     seconds = _training_seconds(run_dir / "log.csv")
     for row in rows:
-        row.update(network=network, fold=fold, seed=seed, train_seconds=seconds)
+        row.update(network=name, method=method, fold=fold, seed=seed, train_seconds=seconds)
     atomic_write_text(result, json.dumps({"rows": rows}, indent=1) + "\n")
     return rows
 
@@ -129,10 +162,18 @@ def _record_spec(path: Path, spec: ExperimentSpec, prepared: Prepared) -> None:
               "dataset": str(prepared.dataset.root)}
     if path.exists():
         previous = json.loads(path.read_text())
+        defaults = {k: v for k, v in record["spec"].items() if k in _ADDED_LATER and k not in previous["spec"]}
+        previous["spec"] = {**defaults, **previous["spec"]}     # folders written before these fields existed
+        previous["spec"]["training"] = {**{k: v for k, v in record["spec"]["training"].items()
+                                           if k in _ADDED_LATER and k not in previous["spec"]["training"]},
+                                        **previous["spec"]["training"]}
         if previous["spec"] != record["spec"] or previous["plan_hash"] != record["plan_hash"]:
             raise ValueError(f"{path.parent} holds an experiment with other settings; use another --out folder")
         return
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+_ADDED_LATER = ("methods", "labeled_fraction", "corrupt_fraction", "corrupt_voxels", "method_options")
 
 
 def experiment_rows(out: Path) -> list[dict]:

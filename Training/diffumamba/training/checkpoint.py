@@ -85,7 +85,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
 
     path = Path(path)
     raw = path.read_bytes()
-    if raw[:1] == b"\x80" or raw[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
+    pickled = raw[:1] == b"\x80" or raw[:2] == b"PK"     # a pickle (protocol 2+) or torch.save's zip
+    if path.suffix in (".pt", ".pth", ".pkl", ".ckpt") or (pickled and not _safetensors_layout(raw)):
         raise ValueError(f"{path.name} is a pickled PyTorch file; DiffUMambaSeg never unpickles checkpoints "
                          "(a pickle can run arbitrary code). Use a .safetensors checkpoint written by diffumamba.")
     try:
@@ -112,6 +113,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
             state.setdefault(int(index), {})[name] = value
         optimizer_state = {"state": state, "param_groups": header["optimizer"]["param_groups"]}
     return header, model_state, optimizer_state
+
+
+def _safetensors_layout(raw: bytes) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object: a safetensors file, whatever
+    its first byte (a header of 128 + 256k bytes starts with the byte a pickle starts with)."""
+    if len(raw) < 10:
+        return False
+    length = int.from_bytes(raw[:8], "little")
+    return 2 <= length <= len(raw) - 8 and raw[8:9] == b"{"
 
 
 def load_method_tensors(path: str | Path) -> dict[str, torch.Tensor]:
