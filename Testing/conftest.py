@@ -78,3 +78,24 @@ def train_tiny(dataset, root, name="run", network="diffumamba", epochs=1, iterat
                  "--fold", "all", "--epochs", str(epochs), "--iterations", str(iterations), "--features", "4", "8",
                  "--max-patch", "16", "32", "32", "--no-amp", "--network", network]) == 0
     return root / name / "last.safetensors"
+
+
+CT_STATS = {"mean": 2.3, "std": 100.5, "percentile_00_5": -456.6, "percentile_99_5": 90.0}
+
+
+def tumour_case(shared_data, name="lung2", half_depth=15, half_width=48):
+    """A real lung tumour (pyradiomics lung1: 1.4 ml nodule; lung2: 48 ml) and its surroundings, preprocessed to
+    5 x 1.2 x 1.2 mm (lung2: 30 x 50 x 50 voxels): real data small enough to train on in a test."""
+    from diffumamba.data.preprocessing import preprocess_case
+    from diffumamba.training.sampling import TrainingCase
+
+    image = sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / f"{name}_image.nrrd"))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / f"{name}_label.nrrd")))
+    z, y, x = np.argwhere(label > 0).mean(0).astype(int)
+    box = (slice(max(z - half_depth, 0), z + half_depth), slice(y - half_width, y + half_width),
+           slice(x - half_width, x + half_width))
+    data = sitk.GetArrayFromImage(image).astype(np.float32)[None][(slice(None), *box)]
+    spacing = tuple(reversed(image.GetSpacing()))
+    out, out_label, _ = preprocess_case(data, label[box].astype(np.int16), spacing, (5.0, 1.2, 1.2), ["CT"],
+                                        [CT_STATS], image_order=1)
+    return TrainingCase.from_arrays(name, out, out_label)

@@ -4,30 +4,16 @@ import csv
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
+from conftest import tumour_case
 
-from diffumamba.data.preprocessing import preprocess_case
 from diffumamba.nets import isotropic_3d
 from diffumamba.training.checkpoint import load_model
-from diffumamba.training.sampling import TrainingCase
 from diffumamba.training.trainer import Trainer, TrainSettings, default_learning_rate
-
-CT_STATS = {"mean": 2.3, "std": 100.5, "percentile_00_5": -456.6, "percentile_99_5": 90.0}
-
 
 @pytest.fixture(scope="module")
 def tumour_region(shared_data):
-    """lung2's 48 ml tumour and its surroundings, preprocessed to 5 x 1.2 x 1.2 mm (30 x 50 x 50 voxels)."""
-    image = sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / "lung2_image.nrrd"))
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / "lung2_label.nrrd")))
-    z, y, x = np.argwhere(label > 0).mean(0).astype(int)
-    box = (slice(max(z - 15, 0), z + 15), slice(y - 48, y + 48), slice(x - 48, x + 48))
-    data = sitk.GetArrayFromImage(image).astype(np.float32)[None][(slice(None), *box)]
-    spacing = tuple(reversed(image.GetSpacing()))
-    out, out_label, _ = preprocess_case(data, label[box].astype(np.int16), spacing, (5.0, 1.2, 1.2), ["CT"],
-                                        [CT_STATS], image_order=1)
-    return TrainingCase.from_arrays("lung2", out, out_label)
+    return tumour_case(shared_data, "lung2")
 
 
 def make_trainer(case, out_dir, epochs, seed=0):

@@ -37,9 +37,11 @@ def corrupt_label(label: np.ndarray, kind: str, voxels: int, rng: np.random.Gene
             grown = ndimage.binary_dilation(mask, structure, iterations=voxels)
             out[grown & (label == 0)] = value
         else:
+            shrunk = mask                      # a lesion too small for one erosion step stays as it is
             for steps in range(voxels, 0, -1):
-                shrunk = ndimage.binary_erosion(mask, structure, iterations=steps)
-                if shrunk.any():
+                candidate = ndimage.binary_erosion(mask, structure, iterations=steps)
+                if candidate.any():
+                    shrunk = candidate
                     break
             out[mask & ~shrunk] = 0
     return out

@@ -96,7 +96,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.lr = settings.initial_lr or default_learning_rate(config.network)
         method_class = build_method(settings.method)
-        self.config = config = method_class.adapt_config(config)
+        self.config = config = method_class.adapt_config(config, settings.method_options)
         torch.manual_seed(settings.seed)
         self.network = build_network(config).to(self.device)
         self.model = self.network

@@ -28,8 +28,9 @@ class TrainingMethod:
         self.trainer = trainer
 
     @staticmethod
-    def adapt_config(config):
-        """The network config this method trains (e.g. Diff-CL adds its high-frequency Mamba stages)."""
+    def adapt_config(config, options: dict):
+        """The network config this method trains (e.g. Diff-CL adds its high-frequency Mamba stages);
+        ``options``: ``TrainSettings.method_options``."""
         return config
 
     def modules(self) -> dict[str, nn.Module]:

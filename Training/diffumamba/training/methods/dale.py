@@ -31,6 +31,7 @@ from .settings import settings_for
 from .dale_losses import (ClassStatistics, alignment_loss, boundary_band, label_confidence, normalised_entropy,
                           soft_partition, weighted_dice_ce)
 from .teacher import EmaTeacher, FeatureTap
+from .voxels import sample_per_class
 
 __all__ = ["Dale"]
 
@@ -149,17 +150,8 @@ class Dale(TrainingMethod):
 
     def _sample(self, features: torch.Tensor, classes: torch.Tensor, mask: torch.Tensor):
         """(N, D) features and (N,) classes of the masked voxels, at most ``max_voxels`` per class."""
-        flat = features.movedim(1, -1)[mask]
-        chosen = classes[mask]
-        keep = []
-        generator = torch.Generator(device="cpu").manual_seed(self.trainer.iteration)
-        for c in chosen.unique():
-            where = torch.nonzero(chosen == c).flatten()
-            if len(where) > self.settings.max_voxels:
-                where = where[torch.randperm(len(where), generator=generator)[:self.settings.max_voxels].to(where.device)]
-            keep.append(where)
-        index = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long, device=features.device)
-        return flat[index], chosen[index]
+        generator = torch.Generator().manual_seed(self.trainer.iteration)
+        return sample_per_class(features, classes, mask, self.settings.max_voxels, generator)
 
     def _remember(self, features, labels, stable):
         self.memory.update(*self._sample(features, labels[:, 0], stable))

@@ -43,7 +43,7 @@ class DiffCLSettings:
     memory_per_batch: int = _option(64, "labelled embeddings per class added to the memory per step")
     anchors: int = _option(256, "confident unlabelled voxels per step in the contrastive loss")
     confidence: float = _option(0.8, "probability both branches must exceed (and agree on) for an anchor")
-    high_frequency_stages: int = _option(2, "deepest encoder stages (bottleneck excluded) gated by the "
+    high_frequency_stages: int = _option(1, "deepest encoder stages (bottleneck excluded) gated by the "
                                             "high-frequency Mamba module")
 
 

@@ -1,0 +1,143 @@
+"""DALE's and Diff-CL's pieces on hand-made tensors: confidences, alignment, InfoNCE, partition, label noise,
+the high-frequency Mamba module and the mask diffusion."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffumamba.nets import build_network, isotropic_3d
+from diffumamba.nets.high_frequency import HighFrequencyMamba, high_pass
+from diffumamba.training.label_noise import choose_corruptions, corrupt_label
+from diffumamba.training.methods.contrastive import MemoryBank, info_nce
+from diffumamba.training.methods.dale_losses import (ClassStatistics, alignment_loss, boundary_band, gaussian_w2,
+                                                      label_confidence, normalised_entropy, soft_partition,
+                                                      weighted_dice_ce)
+from diffumamba.training.methods.diffusion import MaskDiffusion
+
+
+def test_a_clean_label_gets_confidence_near_one_and_a_flipped_one_its_floor():
+    teacher = torch.zeros(1, 2, 1, 2, 2)
+    teacher[:, 1], teacher[:, 0] = 0.97, 0.03                   # the teacher is sure every voxel is lesion
+    labels = torch.tensor([[[[[1, 1], [0, 1]]]]])               # one voxel's label flipped to background
+    confidence = label_confidence(teacher, labels, floor=0.1)
+    assert confidence[0, 0, 0, 0] == pytest.approx(0.97) and confidence[0, 0, 1, 1] == pytest.approx(0.97)
+    assert confidence[0, 0, 1, 0] == pytest.approx(0.1)         # 0.03 floored
+
+
+def test_a_voxel_of_weight_zero_does_not_count():
+    logits = torch.randn(1, 2, 4, 4, 4, requires_grad=True)
+    labels = torch.randint(0, 2, (1, 1, 4, 4, 4))
+    weight = torch.ones(1, 4, 4, 4)
+    weight[0, 0] = 0
+    weighted_dice_ce(logits, labels, weight).backward()
+    assert logits.grad[:, :, 0].abs().max() == 0 and logits.grad[:, :, 1:].abs().max() > 0
+    flipped = labels.clone()
+    flipped[0, 0, 0] = 1 - flipped[0, 0, 0]                     # changing an ignored label changes nothing
+    assert float(weighted_dice_ce(logits, flipped, weight)) == pytest.approx(float(weighted_dice_ce(logits, labels, weight)))
+
+
+def test_the_alignment_loss_is_zero_for_identical_distributions_and_grows_with_a_shift():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(500, 8, generator=generator)
+    classes = (torch.arange(500) % 2)
+    memory = ClassStatistics(2, 8, momentum=0.99)
+    memory.update(features, classes)
+    assert float(alignment_loss(features, classes, memory)) == pytest.approx(0.0, abs=1e-10)
+    shifted = features + torch.tensor([1.0] + [0.0] * 7)
+    assert float(alignment_loss(shifted, classes, memory)) == pytest.approx(2 * 1.0 / 8, rel=1e-5)   # both classes
+    assert float(gaussian_w2(torch.zeros(4), torch.ones(4), torch.zeros(4), 2 * torch.ones(4))) == pytest.approx(1.0)
+
+
+def test_the_boundary_band_and_entropy():
+    labels = torch.zeros(1, 1, 9, 9, 9, dtype=torch.long)
+    labels[..., 2:7, 2:7, 2:7] = 1
+    band = boundary_band(labels, 1)
+    profile = band[0, :, 4, 4].int().tolist()                   # lesion 2..6, radius 1: 1, 2 and 6, 7
+    assert profile == [0, 1, 1, 0, 0, 0, 1, 1, 0]
+    uniform = torch.full((1, 2, 1, 1, 1), 0.5)
+    assert float(normalised_entropy(uniform)) == pytest.approx(1.0)
+
+
+def test_the_partition_puts_the_uncertain_wrong_case_in_the_fuzzy_set():
+    entropy = np.array([0.10, 0.12, 0.11, 0.50, 0.09])
+    error = np.array([0.05, 0.06, 0.04, 0.40, 0.05])
+    phi = soft_partition(entropy, error, quantile=0.8)        # the top 20 %: one case of five
+    assert phi[3] > 0.99 and (phi[[0, 1, 2, 4]] < 0.5).all()
+    assert (soft_partition(entropy, error, quantile=0.5) >= 0.5).sum() == 3   # the median case and above
+
+
+def test_info_nce_prefers_the_right_class():
+    bank = MemoryBank(2, 8, 2)
+    bank.push(torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4), torch.tensor([0] * 4 + [1] * 4))
+    anchor = torch.tensor([[0.96, 0.28]])                       # close to class 0's keys
+    right = info_nce(anchor, torch.tensor([0]), bank, temperature=0.1)
+    wrong = info_nce(anchor, torch.tensor([1]), bank, temperature=0.1)
+    assert float(right) < 0.01 < 5 < float(wrong)
+    assert float(info_nce(anchor, torch.tensor([0]), MemoryBank(2, 8, 2), 0.1)) == 0   # an empty memory: no loss
+
+
+def test_the_memory_is_a_fifo_per_class():
+    bank = MemoryBank(2, 3, 1)
+    bank.push(torch.arange(5.0)[:, None], torch.zeros(5, dtype=torch.long))
+    keys, classes = bank.keys()
+    assert sorted(keys.flatten().tolist()) == [2.0, 3.0, 4.0] and classes.tolist() == [0, 0, 0]
+
+
+def test_label_corruptions():
+    label = np.zeros((8, 20, 20), np.int16)
+    label[2:6, 6:14, 6:14] = 1
+    rng = np.random.default_rng(0)
+    grown, shrunk, moved = (corrupt_label(label, kind, 2, rng) for kind in ("dilate", "erode", "shift"))
+    assert grown.sum() > label.sum() and (grown[label > 0] == 1).all()
+    assert 0 < shrunk.sum() < label.sum() and (label[shrunk > 0] == 1).all()
+    assert moved.sum() == label.sum() and not np.array_equal(moved, label)
+    tiny = np.zeros((5, 5, 5), np.int16)
+    tiny[2, 2, 2] = 1
+    assert corrupt_label(tiny, "erode", 3, rng).sum() == 1            # never eroded to nothing
+    chosen = choose_corruptions([f"c{i}" for i in range(6)], 0.5, seed=1)
+    assert len(chosen) == 3 and set(chosen.values()) == {"dilate", "erode", "shift"}
+    assert chosen == choose_corruptions([f"c{i}" for i in range(6)], 0.5, seed=1)
+    with pytest.raises(ValueError):
+        corrupt_label(label, "blur", 2, rng)
+
+
+def test_high_pass_and_the_high_frequency_module():
+    constant = torch.ones(1, 2, 6, 8, 8)
+    assert high_pass(constant, 0.15).abs().max() < 1e-5
+    checker = torch.from_numpy(np.indices((6, 8, 8)).sum(0) % 2).float()[None, None]
+    assert torch.allclose(high_pass(checker - 0.5, 0.15), checker - 0.5, atol=1e-5)   # Nyquist passes
+    module = HighFrequencyMamba(3, 4, d_state=4, max_tokens=64)
+    x = torch.randn(2, 4, 6, 8, 8, requires_grad=True)
+    torch.testing.assert_close(module(x), 1.5 * x)             # a zero gate: a uniform scale at first
+    assert module.token_grid([6, 8, 8]) == [3, 4, 4] and module.token_grid([2, 4, 4]) == [2, 4, 4]
+    torch.nn.init.normal_(module.attention.weight)
+    module(x).square().mean().backward()
+    assert module.forward_scan.mamba.in_proj.weight.grad.abs().sum() > 0
+
+
+def test_a_time_conditioned_network_needs_timesteps_and_uses_them():
+    config = isotropic_3d("resunet", n_stages=3, base_features=4, max_features=8).replace(
+        in_channels=3, time_conditioning=True, deep_supervision=False)
+    network = build_network(config)
+    x = torch.randn(1, 3, 8, 8, 8)
+    with pytest.raises(ValueError, match="timesteps"):
+        network(x)
+    torch.nn.init.normal_(network.time_embedding.shifts[0].weight)
+    a, b = network(x, torch.tensor([1])), network(x, torch.tensor([900]))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="timesteps"):
+        build_network(config.replace(time_conditioning=False))(x, torch.tensor([1]))
+
+
+def test_ddim_with_a_perfect_denoiser_returns_the_mask_and_noise_follows_the_schedule():
+    diffusion = MaskDiffusion(1000)
+    labels = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    labels[..., 1:3, 1:3, 1:3] = 1
+    x0 = diffusion.mask_to_x0(labels, 2)
+    assert torch.allclose(diffusion.q_sample(x0, torch.tensor([0]), torch.zeros_like(x0)), x0, atol=1e-2)
+    noisy = diffusion.q_sample(x0, torch.tensor([999]), torch.randn_like(x0))
+    assert abs(float(noisy.std()) - 1) < 0.3                     # nearly pure noise at T
+    oracle = lambda inputs, t: 20 * diffusion.mask_to_x0(labels, 2)   # noqa: E731 - logits of the truth
+    probabilities = diffusion.sample(oracle, torch.zeros(1, 1, 4, 4, 4), 2, steps=5)
+    assert torch.equal(probabilities.argmax(1, keepdim=True), labels)
+    assert diffusion.ddim_timesteps(5) == [999, 749, 500, 250, 0]
