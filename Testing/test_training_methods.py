@@ -1,0 +1,120 @@
+"""DALE and Diff-CL on real lung tumours (pyradiomics lung2, and lung1 as the unlabelled scan): short runs whose
+validation Dice improves over its start, the logged confidences and partition, and exact resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tumour_case
+
+from diffumamba.nets import isotropic_3d
+from diffumamba.training.checkpoint import load_model
+from diffumamba.training.label_noise import corrupt_label
+from diffumamba.training.sampling import TrainingCase
+from diffumamba.training.trainer import Trainer, TrainSettings
+
+
+@pytest.fixture(scope="module")
+def lung2(shared_data):
+    return tumour_case(shared_data, "lung2")
+
+
+@pytest.fixture(scope="module")
+def lung1(shared_data):
+    return tumour_case(shared_data, "lung1", half_depth=10, half_width=40)
+
+
+def noisy_copy(case):
+    """The same scan with its GTV grown by 4 voxels in every direction: a coarse second contour."""
+    label = corrupt_label(case.label, "dilate", 4, np.random.default_rng(0))
+    return TrainingCase.from_arrays("lung2_grown", case.data, label)
+
+
+def make_trainer(method, train, val, out_dir, epochs, unlabeled=(), options=None, iterations=6):
+    config = isotropic_3d("diffumamba", n_stages=3, base_features=8, max_features=16, patch_size=[16, 48, 48])
+    settings = TrainSettings(epochs=epochs, iterations_per_epoch=iterations, initial_lr=0.01, validate_every=2,
+                             seed=0, device="cpu", method=method, method_options=options or {})
+    return Trainer(config, train, val, out_dir, settings, batch_size=2, meta={"labels": {"background": 0, "GTV": 1}},
+                   unlabeled_cases=unlabeled)
+
+
+DALE = {"dale": {"warmup": 0.34, "partition_patches": 2}}
+
+
+def test_dale_learns_flags_the_coarse_contour_and_logs_its_confidences(lung2, tmp_path):
+    trainer = make_trainer("dale", [lung2, noisy_copy(lung2)], [lung2], tmp_path, epochs=6, options=DALE)
+    rows = trainer.fit(progress=False)
+    validated = [r["val_dice"] for r in rows if not np.isnan(r["val_dice"])]
+    assert validated[-1] > validated[0] and validated[-1] > 0.4
+    partition = {r["case"]: r for r in json.loads((tmp_path / "dale_partition.json").read_text())}
+    assert partition["lung2_grown"]["fuzzy"] and not partition["lung2"]["fuzzy"]
+    assert partition["lung2_grown"]["error_rate"] > partition["lung2"]["error_rate"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"dale/confidence_mean", "dale/align_loss", "dale/fuzzy_cases", "dale/phase"} <= tags
+    confidence = [e.value for e in events.Scalars("dale/confidence_mean")]
+    assert all(0.1 <= c <= 1 for c in confidence)
+    assert [e.value for e in events.Scalars("dale/fuzzy_cases")][-1] == 1
+    model, header = load_model(tmp_path / "last.safetensors")      # the plain network: predict runs it
+    assert header["method"]["name"] == "dale" and not any(k.startswith("teacher") for k in model.state_dict())
+
+
+def test_diffcl_learns_from_a_labelled_and_an_unlabelled_scan(lung2, lung1, tmp_path):
+    trainer = make_trainer("diffcl", [lung2], [lung2], tmp_path, epochs=4, unlabeled=[lung1])
+    assert trainer.config.high_frequency_stages == [1]
+    assert trainer.unlabeled_cases[0].label.max() == 0                  # its label is never seen
+    rows = trainer.fit(progress=False)
+    validated = [r["val_dice"] for r in rows if not np.isnan(r["val_dice"])]
+    assert validated[-1] > validated[0] and validated[-1] > 0.3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"diffcl/cnn_pseudo", "diffcl/diffusion_supervised", "diffcl/contrastive", "diffcl/pseudo_weight"} \
+        <= set(events.Tags()["scalars"])
+    weights = [e.value for e in events.Scalars("diffcl/pseudo_weight")]
+    assert weights == sorted(weights) and weights[-1] == pytest.approx(0.1)       # ramped up to pseudo_weight
+    model, header = load_model(tmp_path / "last.safetensors")      # CS with its high-frequency module
+    assert header["network"]["high_frequency_stages"] == [1] and "high_frequency.1.attention.weight" in model.state_dict()
+
+
+def test_diffcl_refuses_to_run_without_unlabelled_cases(lung2, tmp_path):
+    with pytest.raises(ValueError, match="unlabelled"):
+        make_trainer("diffcl", [lung2], [], tmp_path, epochs=1)
+
+
+@pytest.mark.parametrize("method", ["dale", "diffcl"])
+def test_resume_is_exact(method, lung2, lung1, tmp_path):
+    options = {"dale": {"warmup": 0.25, "partition_patches": 2}} if method == "dale" else {}
+    unlabeled = [lung1] if method == "diffcl" else []
+    train = [lung2, noisy_copy(lung2)] if method == "dale" else [lung2]
+    straight = make_trainer(method, train, [], tmp_path / "a", 4, unlabeled, options, iterations=2)
+    straight.fit(progress=False)
+    first = make_trainer(method, train, [], tmp_path / "b", 4, unlabeled, options, iterations=2)
+    save = first._save
+
+    def killed_after_the_second_epoch(name, epoch):    # DALE: in its stable phase, before its first fuzzy one
+        save(name, epoch)
+        if name == "last.safetensors" and epoch == 2:
+            raise KeyboardInterrupt
+
+    first._save = killed_after_the_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(progress=False)
+    resumed = make_trainer(method, train, [], tmp_path / "b", 4, unlabeled, options, iterations=2)
+    assert resumed.resume() and resumed.start_epoch == 2
+    resumed.fit(progress=False)
+    for (name, a), b in zip(straight.network.state_dict().items(), resumed.network.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
+    for (name, a), b in zip(straight.method_modules.state_dict().items(), resumed.method_modules.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_a_checkpoint_of_another_method_is_not_resumed(lung2, tmp_path):
+    make_trainer("supervised", [lung2], [], tmp_path, 1, iterations=1).fit(progress=False)
+    with pytest.raises(ValueError, match="trained with --method supervised"):
+        make_trainer("dale", [lung2], [], tmp_path, 2, iterations=1).resume()
