@@ -98,3 +98,31 @@ def test_experiment_trains_scores_tabulates_and_restarts(phantoms, tmp_path, cap
 def test_experiment_refuses_a_baseline_it_does_not_run(phantoms, tmp_path, capsys):
     assert main(experiment_args(phantoms, tmp_path, "--baseline", "umambabot")) == 2
     assert "baseline 'umambabot' must be one of the arms" in capsys.readouterr().err
+
+
+def test_an_experiment_compares_methods_on_the_same_corrupted_cases(phantoms, tmp_path, capsys):
+    args = ["experiment", str(phantoms), "--preprocessed", str(tmp_path / "pre"), "--results", str(tmp_path / "exp"),
+            "--networks", "resunet", "--methods", "supervised", "dale", "--folds", "2", "--fold-list", "0",
+            "--epochs", "2", "--iterations", "2", "--features", "4", "8", "--max-patch", "16", "32", "32",
+            "--corrupt-fraction", "0.5", "--dale-warmup", "0.5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| tumour | supervised | 1 | 2 |" in out and "| tumour | dale | 1 | 2 |" in out and "(baseline)" in out
+    results = list(csv.DictReader((tmp_path / "exp" / "results.csv").open()))
+    assert {(r["network"], r["method"]) for r in results} == {("supervised", "supervised"), ("dale", "dale")}
+    cases = json.loads((tmp_path / "exp" / "runs" / "fold0_seed0" / "cases.json").read_text())
+    assert len(cases["corrupted"]) == 1 and set(cases["corrupted"]) <= set(cases["labeled"]) == set(cases["train"])
+    assert (tmp_path / "exp" / "runs" / "fold0_seed0" / "dale" / "dale_partition.json").exists()
+    spec = json.loads((tmp_path / "exp" / "experiment.json").read_text())["spec"]
+    assert spec["methods"] == ["supervised", "dale"] and spec["training"]["method_options"] == {"dale": {"warmup": 0.5}}
+
+
+def test_diffcl_needs_unlabelled_cases(phantoms, tmp_path, capsys):
+    common = ["--preprocessed", str(tmp_path / "pre"), "--features", "4", "8", "--max-patch", "16", "32", "32"]
+    assert main(["experiment", str(phantoms), "--results", str(tmp_path / "exp"), "--networks", "resunet",
+                 "--methods", "supervised", "diffcl", *common]) == 2
+    assert "Diff-CL needs unlabelled cases" in capsys.readouterr().err
+    assert main(["train", str(phantoms), "--run-dir", str(tmp_path / "run"), "--method", "diffcl", "--folds", "2",
+                 *common]) == 2
+    assert "needs unlabelled cases" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "run").exists()

@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.splits import fold_cases, load_or_create_splits, subset
     from ..training.trainer import Trainer
 
+    if args.method == "diffcl" and args.labeled_fraction >= 1 and not args.labeled:
+        raise ValueError("--method diffcl needs unlabelled cases: give --labeled-fraction below 1 or --labeled")
     if args.resume and not (args.run_dir / "last.safetensors").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {args.run_dir / 'last.safetensors'}")
     prepared = prepare_from_args(args, args.network)
