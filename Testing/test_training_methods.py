@@ -118,3 +118,17 @@ def test_a_checkpoint_of_another_method_is_not_resumed(lung2, tmp_path):
     make_trainer("supervised", [lung2], [], tmp_path, 1, iterations=1).fit(progress=False)
     with pytest.raises(ValueError, match="trained with --method supervised"):
         make_trainer("dale", [lung2], [], tmp_path, 2, iterations=1).resume()
+
+
+@pytest.mark.parametrize("network", ["resunet", "umambabot", "diffumamba"])
+@pytest.mark.parametrize("method", ["dale", "diffcl"])
+def test_every_method_trains_every_network(method, network, lung2, lung1, tmp_path):
+    config = isotropic_3d(network, n_stages=3, base_features=4, max_features=8, patch_size=[8, 32, 32])
+    settings = TrainSettings(epochs=2, iterations_per_epoch=1, seed=0, device="cpu", method=method,
+                             method_options={"dale": {"warmup": 0.5, "partition_patches": 1}})
+    trainer = Trainer(config, [lung2], [], tmp_path, settings, batch_size=1, meta={"labels": {"background": 0, "GTV": 1}},
+                      unlabeled_cases=[lung1] if method == "diffcl" else [])
+    rows = trainer.fit(progress=False)
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+    model, header = load_model(tmp_path / "last.safetensors")
+    assert header["network"]["network"] == network
