@@ -96,22 +96,29 @@ class ClassStatistics:
         self.mean, self.std, self.seen = state["mean"].clone(), state["std"].clone(), state["seen"].clone()
 
 
-def gaussian_w2(mean_a: torch.Tensor, std_a: torch.Tensor, mean_b: torch.Tensor, std_b: torch.Tensor) -> torch.Tensor:
-    """Squared 2-Wasserstein distance between diagonal Gaussians, divided by the dimension (so the weight of the
-    loss does not depend on the network's width): mean((mu_a - mu_b)^2 + (sigma_a - sigma_b)^2)."""
-    return ((mean_a - mean_b) ** 2 + (std_a - std_b) ** 2).mean()
+def gaussian_w2(mean_a: torch.Tensor, std_a: torch.Tensor, mean_b: torch.Tensor, std_b: torch.Tensor,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared 2-Wasserstein distance between diagonal Gaussians, per dimension:
+    mean(((mu_a - mu_b)^2 + (sigma_a - sigma_b)^2) / scale^2). With ``scale`` = the target's sigma it is measured in
+    the target's standardised coordinates, so its size does not depend on the features' scale or the network's
+    width (raw decoder features gave distances of 30-80 that swamped the segmentation loss)."""
+    squared = (mean_a - mean_b) ** 2 + (std_a - std_b) ** 2
+    if scale is not None:
+        squared = squared / scale.clamp_min(1e-3) ** 2
+    return squared.mean()
 
 
 def alignment_loss(features: torch.Tensor, classes: torch.Tensor, memory: ClassStatistics,
                    minimum: int = 8) -> torch.Tensor:
-    """Sum over classes of the W2 distance between the fuzzy voxels' feature Gaussian and the stable memory's.
-    features (N, D) with gradient, classes (N,). Zero when no class has ``minimum`` voxels and a memory entry."""
+    """Sum over classes of the W2 distance between the fuzzy voxels' feature Gaussian and the stable memory's, in
+    the stable class's standardised coordinates. features (N, D) with gradient, classes (N,). Zero when no class
+    has ``minimum`` voxels and a memory entry."""
     total = features.new_zeros(())
     for c in range(memory.mean.shape[0]):
         chosen = features[classes == c].float()
         if len(chosen) < minimum or not memory.seen[c]:
             continue
-        total = total + gaussian_w2(chosen.mean(0), chosen.std(0), memory.mean[c], memory.std[c])
+        total = total + gaussian_w2(chosen.mean(0), chosen.std(0), memory.mean[c], memory.std[c], memory.std[c])
     return total
 
 
