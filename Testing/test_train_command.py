@@ -91,3 +91,20 @@ def test_two_process_ddp_training_on_cpu(phantoms, tmp_path):
     assert [int(r["epoch"]) for r in log] == [1, 2]                 # written once, by rank 0
     model, header = load_model(tmp_path / "run" / "last.safetensors")
     assert header["training"]["epoch"] == 2
+
+
+def test_two_process_diffcl_training_on_cpu(phantoms, tmp_path):
+    """Diff-CL's denoiser runs outside DistributedDataParallel: its gradients are averaged by the trainer."""
+    import os
+    import subprocess
+    import sys
+
+    args = train_args(phantoms, tmp_path)[1:]
+    args[args.index("--epochs") + 1] = "1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29518", "-m", "diffumamba", "train", *args, "--method", "diffcl",
+                           "--labeled-fraction", "0.5"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, header = load_model(tmp_path / "run" / "last.safetensors")
+    assert header["method"]["name"] == "diffcl" and header["network"]["high_frequency_stages"]

@@ -244,6 +244,8 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             loss, scalars = self.method.loss()
         self.scaler.scale(loss).backward()
+        if self.world_size > 1:
+            self._average_method_gradients()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
@@ -251,6 +253,15 @@ class Trainer:
         self.iteration += 1
         self.method.after_step()
         return float(loss.detach()), scalars
+
+    def _average_method_gradients(self) -> None:
+        """The method's own modules (Diff-CL's denoiser and projection head) run outside DistributedDataParallel,
+        so their gradients are averaged over the processes here; every process then takes the same step."""
+        for parameter in self.method_modules.parameters():
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            torch.distributed.all_reduce(parameter.grad)
+            parameter.grad /= self.world_size
 
     def draw(self, sampler: PatchSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented batch on the device: images (B, C, *patch) float, labels (B, 1, *patch) long."""
