@@ -44,12 +44,17 @@ def test_the_alignment_loss_is_zero_for_identical_distributions_and_grows_with_a
     memory.update(features, classes)
     assert float(alignment_loss(features, classes, memory)) == pytest.approx(0.0, abs=1e-10)
     shifted = features + torch.tensor([1.0] + [0.0] * 7)
-    expected = sum(float(1.0 / memory.std[c, 0] ** 2) / 8 for c in (0, 1))     # one sd-scaled unit in one of 8 dims
+    expected = sum(1.0 / 8 / float((memory.std[c] ** 2).mean()) for c in (0, 1))   # a unit shift in one of 8 dims
     assert float(alignment_loss(shifted, classes, memory)) == pytest.approx(expected, rel=1e-5)
     assert float(alignment_loss(10 * features, classes, memory)) > 10       # a scale change is far, too
     assert float(gaussian_w2(torch.zeros(4), torch.ones(4), torch.zeros(4), 2 * torch.ones(4))) == pytest.approx(1.0)
     assert float(gaussian_w2(torch.zeros(4), torch.ones(4), torch.zeros(4), 2 * torch.ones(4), 2 * torch.ones(4))) \
         == pytest.approx(0.25)
+    dead = features.clone()
+    dead[:, 7] = 0.0                                                        # a unit that never fires on stable voxels
+    memory_dead = ClassStatistics(2, 8)
+    memory_dead.update(dead, classes)
+    assert float(alignment_loss(features, classes, memory_dead)) < 1      # it fires a little on fuzzy ones: bounded
 
 
 def test_the_boundary_band_and_entropy():

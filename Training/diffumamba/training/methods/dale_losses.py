@@ -99,19 +99,21 @@ class ClassStatistics:
 def gaussian_w2(mean_a: torch.Tensor, std_a: torch.Tensor, mean_b: torch.Tensor, std_b: torch.Tensor,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
     """Squared 2-Wasserstein distance between diagonal Gaussians, per dimension:
-    mean(((mu_a - mu_b)^2 + (sigma_a - sigma_b)^2) / scale^2). With ``scale`` = the target's sigma it is measured in
-    the target's standardised coordinates, so its size does not depend on the features' scale or the network's
-    width (raw decoder features gave distances of 30-80 that swamped the segmentation loss)."""
-    squared = (mean_a - mean_b) ** 2 + (std_a - std_b) ** 2
+    mean((mu_a - mu_b)^2 + (sigma_a - sigma_b)^2), divided by mean(scale^2) when ``scale`` is given. With the
+    target's sigmas as ``scale`` its size does not depend on the features' scale or the network's width (raw
+    decoder features gave 30-80, which swamped the segmentation loss). The divisor is the *mean* variance, not
+    each dimension's: a nearly constant feature (a dead unit) would otherwise blow the distance up (it reached
+    500 in a real run and wrecked the network)."""
+    squared = ((mean_a - mean_b) ** 2 + (std_a - std_b) ** 2).mean()
     if scale is not None:
-        squared = squared / scale.clamp_min(1e-3) ** 2
-    return squared.mean()
+        squared = squared / (scale ** 2).mean().clamp_min(1e-6)
+    return squared
 
 
 def alignment_loss(features: torch.Tensor, classes: torch.Tensor, memory: ClassStatistics,
                    minimum: int = 8) -> torch.Tensor:
-    """Sum over classes of the W2 distance between the fuzzy voxels' feature Gaussian and the stable memory's, in
-    the stable class's standardised coordinates. features (N, D) with gradient, classes (N,). Zero when no class
+    """Sum over classes of the W2 distance between the fuzzy voxels' feature Gaussian and the stable memory's,
+    relative to the stable class's mean feature variance. features (N, D) with gradient, classes (N,). Zero when no class
     has ``minimum`` voxels and a memory entry."""
     total = features.new_zeros(())
     for c in range(memory.mean.shape[0]):
