@@ -132,14 +132,15 @@ class Trainer:
             return False
         header, state, optim_state = load_checkpoint(path)
         self.network.load_state_dict(state, strict=True)
-        saved = header.get("method", {}).get("name", "supervised")
+        method = header.get("method", {})
+        saved = method.get("name", "supervised")
         if saved != self.settings.method:
             raise ValueError(f"{path} was trained with --method {saved}, not {self.settings.method}")
         tensors = load_method_tensors(path)
         self.method_modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items()
                                              if k.startswith("modules.")}, strict=True)
         self.method.load_state({k[len("state."):]: v.to(self.device) for k, v in tensors.items()
-                                if k.startswith("state.")}, header["method"].get("info", {}) if "method" in header else {})
+                                if k.startswith("state.")}, method.get("info", {}))
         if optim_state is not None:
             self.optimizer.load_state_dict(optim_state)
         training = header.get("training", {})

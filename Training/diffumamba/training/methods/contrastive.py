@@ -8,18 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...nets.blocks import conv_class
 
 __all__ = ["ProjectionHead", "MemoryBank", "info_nce"]
 
 
 class ProjectionHead(nn.Module):
-    """1x1 conv -> ReLU -> 1x1 conv, L2-normalised over channels: (B, C, *S) -> (B, D, *S)."""
+    """Linear -> ReLU -> Linear, L2-normalised: (N, C) voxel features -> (N, D) embeddings. A per-voxel (1x1)
+    projection, applied only to the voxels that are sampled for the memory or as anchors."""
 
-    def __init__(self, spatial_dims: int, channels: int, dim: int = 64):
+    def __init__(self, channels: int, dim: int = 64):
         super().__init__()
-        conv = conv_class(spatial_dims)
-        self.layers = nn.Sequential(conv(channels, channels, 1), nn.ReLU(inplace=True), conv(channels, dim, 1))
+        self.layers = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True), nn.Linear(channels, dim))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.layers(features.float()), dim=1)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ...files import atomic_write_text
 from .base import TrainingMethod
 from .settings import settings_for
-from .dale_losses import (ClassStatistics, alignment_loss, boundary_band, label_confidence, normalised_entropy,
+from .dale_losses import (ClassStatistics, alignment_loss, boundary_band, dilate, label_confidence, normalised_entropy,
                           soft_partition, weighted_dice_ce)
 from .teacher import EmaTeacher, FeatureTap
 from .voxels import sample_per_class
@@ -92,8 +92,7 @@ class Dale(TrainingMethod):
             entropy = normalised_entropy(probabilities)
             band = boundary_band(labels, settings.band_radius)
             prediction = probabilities.argmax(1)
-            region = boundary_band((labels[:, 0] > 0).logical_or(prediction > 0).long()[:, None], settings.band_radius)
-            region |= (labels[:, 0] > 0) | (prediction > 0)
+            region = dilate((labels[:, 0] > 0) | (prediction > 0), settings.band_radius)
             names.append(case.name)
             ae.append(float(entropy[band].mean()) if band.any() else float(entropy.mean()))
             er.append(float((prediction != labels[:, 0])[region].float().mean()) if region.any() else 0.0)

@@ -9,13 +9,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["boundary_band", "normalised_entropy", "label_confidence", "weighted_dice_ce", "ClassStatistics",
+__all__ = ["dilate", "boundary_band", "normalised_entropy", "label_confidence", "weighted_dice_ce", "ClassStatistics",
            "gaussian_w2", "alignment_loss", "soft_partition"]
 
 
 def _pool(x: torch.Tensor, radius: int) -> torch.Tensor:
     pool = F.max_pool3d if x.dim() == 5 else F.max_pool2d
     return pool(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, *S) bool mask grown by ``radius`` voxels (a cube)."""
+    return _pool(mask[:, None].float(), radius)[:, 0] > 0
 
 
 def boundary_band(labels: torch.Tensor, radius: int) -> torch.Tensor:

@@ -60,7 +60,7 @@ class DiffCL(TrainingMethod):
         self.n_classes = config.num_classes
         self.diffusion = MaskDiffusion(settings.timesteps, device=trainer.device)
         self.denoiser = build_network(denoiser_config(config))
-        self.projection = ProjectionHead(config.spatial_dims, config.features_per_stage[0], settings.projection_dim)
+        self.projection = ProjectionHead(config.features_per_stage[0], settings.projection_dim)
         self.memory = MemoryBank(config.num_classes, settings.memory_size, settings.projection_dim, trainer.device)
         self.tap = FeatureTap(trainer.network)
         self.dice_ce = DiceCELoss()
@@ -101,14 +101,13 @@ class DiffCL(TrainingMethod):
         diffusion_pseudo = self.dice_ce(self.denoiser(torch.cat([images_u, noisy_u], 1), t_u), cnn_labels)
 
         generator = torch.Generator().manual_seed(trainer.iteration)
-        embeddings_l = self.projection(features_l.detach())
         correct = _full_resolution(outputs_l).detach().argmax(1) == labels_l[:, 0]
-        self._remember(embeddings_l, labels_l[:, 0], correct, generator)
+        self._remember(features_l.detach(), labels_l[:, 0], correct, generator)
         agree = (cnn_labels == diffusion_labels)[:, 0] & \
             (cnn_probabilities.amax(1) > settings.confidence) & (diffusion_probabilities.amax(1) > settings.confidence)
-        anchors, anchor_classes = sample_per_class(self.projection(features_u), cnn_labels[:, 0], agree,
-                                                   max(1, settings.anchors // self.n_classes), generator)
-        contrastive = info_nce(anchors, anchor_classes, self.memory, settings.temperature)
+        anchor_features, anchor_classes = sample_per_class(features_u, cnn_labels[:, 0], agree,
+                                                           max(1, settings.anchors // self.n_classes), generator)
+        contrastive = info_nce(self.projection(anchor_features), anchor_classes, self.memory, settings.temperature)
 
         mu = self.ramp()
         total = cnn_supervised + diffusion_supervised + mu * (cnn_pseudo + settings.contrastive_weight * contrastive) \
@@ -117,18 +116,20 @@ class DiffCL(TrainingMethod):
                    "cnn_pseudo": float(cnn_pseudo.detach()), "diffusion_pseudo": float(diffusion_pseudo.detach()),
                    "contrastive": float(contrastive.detach()), "pseudo_weight": mu,
                    "agreement": float((cnn_labels == diffusion_labels).float().mean()),
-                   "anchors": float(len(anchors))}
+                   "anchors": float(len(anchor_features))}
         return total, scalars
 
-    def _remember(self, embeddings, labels, correct, generator) -> None:
-        """Labelled embeddings into the memory, correctly predicted voxels first (all of a class if none is)."""
+    def _remember(self, features, labels, correct, generator) -> None:
+        """Embeddings of labelled voxels into the memory, correctly predicted voxels first (any voxel of a class
+        none of whose voxels is predicted correctly)."""
         per_class = self.settings.memory_per_batch
-        chosen, classes = sample_per_class(embeddings.detach(), labels, correct, per_class, generator)
+        chosen, classes = sample_per_class(features, labels, correct, per_class, generator)
         for c in range(self.n_classes):
             if not (classes == c).any():
-                extra, extra_classes = sample_per_class(embeddings.detach(), labels, labels == c, per_class, generator)
+                extra, extra_classes = sample_per_class(features, labels, labels == c, per_class, generator)
                 chosen, classes = torch.cat([chosen, extra]), torch.cat([classes, extra_classes])
-        self.memory.push(chosen, classes)
+        with torch.no_grad():
+            self.memory.push(self.projection(chosen), classes)
 
     def state(self):
         return {f"memory.{k}": v for k, v in self.memory.state().items()}, {}
