@@ -1,17 +1,28 @@
 """The Slicer module's model catalog: entries validated, downloads and offline imports verified by SHA-256,
-a mismatch refused with nothing left in the cache, zips unpacked safely."""
+a mismatch refused with nothing left in the cache, zips unpacked safely, shipped files resolved inside the
+catalog's folder, a user's own checkpoints imported, downloads run in a background thread with progress
+and cancel. Real files, real SHA-256, real HTTP on 127.0.0.1."""
 
+import dataclasses
 import hashlib
+import http.server
 import json
+import os
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DiffUMambaSeg"))
 
-from DiffUMambaSegLib.catalog import CatalogError, ChecksumError, ModelCache, load_catalog  # noqa: E402
+from DiffUMambaSegLib.catalog import (CatalogError, ChecksumError, ModelCache, ModelFileError,  # noqa: E402
+                                      describe, load_catalog)
+from DiffUMambaSegLib.model_download import DownloadJob  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,6 +111,274 @@ def test_offline_zip_import(tmp_path):
         archive.writestr("../outside.safetensors", "x")
     digest = hashlib.sha256(evil.read_bytes()).hexdigest()
     entry = load_catalog(write_catalog(tmp_path / "Models.json", url="https://example.org/e.zip", sha256=digest))[0]
-    with pytest.raises(ChecksumError, match="unsafe path"):
+    with pytest.raises(ModelFileError, match="unsafe path"):
         ModelCache(tmp_path / "cache2").import_file(entry, evil)
     assert not (tmp_path / "outside.safetensors").exists()
+
+
+# --- intended use, accuracy, describe() -------------------------------------------------------------------
+
+ACCURACY = {"dice": 0.71, "hd95_mm": 5.5, "dataset": "NSCLC-Radiomics LUNG1, 84 held-out patients"}
+
+
+def test_intended_use_and_accuracy_load(tmp_path):
+    entry = load_catalog(write_catalog(tmp_path / "Models.json", intended_use="Lung GTV on planning CT, adults",
+                                       accuracy=ACCURACY))[0]
+    assert entry.intended_use == "Lung GTV on planning CT, adults" and entry.accuracy == ACCURACY
+    assert entry.metrics == {"dice": 0.71, "hd95_mm": 5.5}
+    plain = load_catalog(write_catalog(tmp_path / "Models.json"))[0]      # both stay optional
+    assert plain.intended_use == "" and plain.accuracy == {}
+    schema = json.loads((REPO / "DiffUMambaSeg" / "Resources" / "Models-schema.json").read_text())
+    fields = schema["properties"]["models"]["items"]["properties"]
+    assert fields["intended_use"]["type"] == "string" and fields["accuracy"]["type"] == "object"
+    assert fields["accuracy"]["additionalProperties"] == {"type": "number"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"accuracy": {"dice": "0.7"}}, "accuracy values must be numbers, not dice='0.7'"),
+    ({"accuracy": {"dice": True}}, "accuracy values must be numbers"),
+    ({"accuracy": [0.7]}, "accuracy must be an object"),
+    ({"accuracy": {"dice": 0.7, "dataset": 5}}, "accuracy.dataset must be text"),
+    ({"accuracy": {"dataset": "LUNG1"}}, "accuracy names no metric"),
+    ({"intended_use": ["CT"]}, "intended_use must be text")])
+def test_bad_accuracy_and_intended_use_are_named(tmp_path, change, message):
+    with pytest.raises(CatalogError, match=f"model 1 \\(gtv-lung\\): {message}"):
+        load_catalog(write_catalog(tmp_path / "Models.json", **change))
+
+
+def test_describe_gives_the_panel_text(tmp_path):
+    source, digest = model_file(tmp_path)
+    entry = load_catalog(write_catalog(tmp_path / "Models.json", url=source.as_uri(), sha256=digest,
+                                       intended_use="Lung GTV on planning CT", accuracy=ACCURACY,
+                                       seconds={"cpu": 34, "gpu": 6}))[0]
+    cache = ModelCache(tmp_path / "cache")
+    text = describe(entry, cache)
+    lines = text.splitlines()
+    assert lines[0] == "Lung GTV 1.0.0" and "Task: segmentation (input: CT)" in lines
+    assert "Intended use: Lung GTV on planning CT" in lines and "License: CC-BY-4.0" in lines
+    accuracy = next(line for line in lines if line.startswith("Accuracy:"))
+    assert "Dice 0.71" in accuracy and "HD95 5.5 mm" in accuracy
+    assert "NSCLC-Radiomics LUNG1, 84 held-out patients" in accuracy
+    assert "34 s on CPU" in text and "6 s on GPU" in text
+    assert "Cached: no" in text
+    cache.download(entry)
+    assert "Cached: yes" in describe(entry, cache)
+    bare = load_catalog(write_catalog(tmp_path / "Models.json", version="2.0.0", seconds={}))[0]
+    text = describe(bare, cache)
+    assert "Intended use: not stated" in text and "Accuracy: not stated" in text and "run time" not in text
+    assert "Cached: no (download from example.org)" in text            # where it would come from
+
+
+# --- files shipped inside the extension ---------------------------------------------------------------------
+
+def shipped_catalog(tmp_path, url="Models/tiny.safetensors", content=b"shipped weights"):
+    resources = tmp_path / "Resources"
+    (resources / "Models").mkdir(parents=True)
+    (resources / "Models" / "tiny.safetensors").write_bytes(content)
+    return write_catalog(resources / "Models.json", url=url, sha256=hashlib.sha256(content).hexdigest())
+
+
+def test_a_relative_url_is_a_file_beside_the_catalog(tmp_path, monkeypatch):
+    catalog = shipped_catalog(tmp_path)
+    decoy = tmp_path / "elsewhere"                       # the working folder must not matter
+    (decoy / "Models").mkdir(parents=True)
+    (decoy / "Models" / "tiny.safetensors").write_bytes(b"decoy")
+    monkeypatch.chdir(decoy)
+    entry = load_catalog(catalog)[0]
+    assert entry.url == "Models/tiny.safetensors" and entry.shipped
+    assert entry.resolved_url == (tmp_path / "Resources" / "Models" / "tiny.safetensors").resolve().as_uri()
+    cache = ModelCache(tmp_path / "cache")
+    seen = []
+    paths = cache.download(entry, progress=lambda done, total: seen.append((done, total)))
+    assert [p.read_bytes() for p in paths] == [b"shipped weights"] and cache.is_cached(entry)
+    assert seen[-1] == (15, 15)
+    assert "shipped with the extension" in describe(dataclasses.replace(entry, id="other"), cache)
+
+
+def test_a_tampered_shipped_file_is_refused(tmp_path):
+    entry = load_catalog(shipped_catalog(tmp_path))[0]
+    (tmp_path / "Resources" / "Models" / "tiny.safetensors").write_bytes(b"replaced")
+    with pytest.raises(ChecksumError, match="was not installed"):
+        ModelCache(tmp_path / "cache").download(entry)
+
+
+@pytest.mark.parametrize("url", ["../secret.safetensors", "Models/../../secret.safetensors", "/etc/secret.safetensors",
+                                 "..\\secret.safetensors"])
+def test_a_shipped_path_outside_the_catalog_folder_is_refused(tmp_path, url):
+    (tmp_path / "secret.safetensors").write_bytes(b"shipped weights")
+    catalog = shipped_catalog(tmp_path, url=url)
+    with pytest.raises(CatalogError, match="model 1 \\(gtv-lung\\): url .*(climbs out|relative to the catalog)"):
+        load_catalog(catalog)
+    good = load_catalog(shipped_catalog(tmp_path / "ok"))[0]          # an entry built by hand is checked too
+    cache = ModelCache(tmp_path / "cache")
+    with pytest.raises(CatalogError, match="climbs out|relative to the catalog"):
+        cache.download(dataclasses.replace(good, url=url))
+    assert not cache.root.exists() or not any(cache.root.iterdir())
+
+
+# --- a user's own checkpoint, without a catalog entry -------------------------------------------------------
+
+def real_checkpoint(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    save_file({"encoder.weight": rng.normal(size=(4, 1, 3, 3, 3)).astype(np.float32),
+               "head.bias": rng.normal(size=2).astype(np.float32)}, str(path))
+    return path
+
+
+def test_import_local_safetensors_is_idempotent_and_keyed_by_content(tmp_path):
+    cache = ModelCache(tmp_path / "cache")
+    source = real_checkpoint(tmp_path / "mine" / "my model.safetensors")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    paths = cache.import_local(source)
+    assert len(paths) == 1 and paths[0].parent.name == f"my_model-{digest[:12]}"
+    assert paths[0].read_bytes() == source.read_bytes()
+    assert load_file(str(paths[0]))["head.bias"].shape == (2,)
+    stamp = paths[0].stat().st_mtime_ns
+    assert cache.import_local(source) == paths and paths[0].stat().st_mtime_ns == stamp   # no second copy
+    other = real_checkpoint(tmp_path / "other" / "my model.safetensors", seed=1)          # same name, new file
+    others = cache.import_local(other)
+    assert others != paths and others[0].read_bytes() == other.read_bytes() and paths[0].is_file()
+    assert sorted(cache.imported()) == sorted([paths[0].parent.name, others[0].parent.name])
+    assert not [p for p in (tmp_path / "cache" / "local").iterdir() if p.name.startswith(".")]
+
+
+def test_import_local_zip_of_folds(tmp_path):
+    folds = [real_checkpoint(tmp_path / "run" / f"fold{i}" / "best.safetensors", seed=i) for i in range(2)]
+    bundle = tmp_path / "folds.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for i, fold in enumerate(folds):
+            archive.write(fold, f"fold{i}/best.safetensors")
+        archive.writestr("plans.json", "{}")
+    cache = ModelCache(tmp_path / "cache")
+    paths = cache.import_local(bundle)
+    assert [p.relative_to(paths[0].parents[1]).as_posix() for p in paths] == ["fold0/best.safetensors",
+                                                                              "fold1/best.safetensors"]
+    assert [p.read_bytes() for p in paths] == [f.read_bytes() for f in folds]
+    assert cache.import_local(bundle) == paths
+
+
+def test_import_local_refuses_other_files(tmp_path):
+    cache = ModelCache(tmp_path / "cache")
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"\x80\x04\x95 a pickle")
+    with pytest.raises(ModelFileError, match="cannot import model.pt: expected a .safetensors checkpoint or a "
+                                             ".zip of .safetensors checkpoints .*never loaded"):
+        cache.import_local(pickle)
+    renamed = tmp_path / "renamed.safetensors"
+    renamed.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)                 # a pickle given a safetensors name
+    with pytest.raises(ModelFileError, match="cannot import renamed.safetensors: it is not a safetensors file"):
+        cache.import_local(renamed)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "no weights")
+    with pytest.raises(ModelFileError, match="cannot import empty.zip: the zip holds no .safetensors"):
+        cache.import_local(empty)
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        cache.import_local(tmp_path / "missing.safetensors")
+    assert cache.imported() == {} and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_import_local_refuses_zip_slip(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.write(real_checkpoint(tmp_path / "w.safetensors"), "ok.safetensors")
+        archive.writestr("../../outside.safetensors", "x")
+    cache = ModelCache(tmp_path / "cache")
+    with pytest.raises(ModelFileError, match="evil.zip contains an unsafe path: ../../outside.safetensors"):
+        cache.import_local(evil)
+    assert not (tmp_path / "outside.safetensors").exists() and not (tmp_path / "cache" / "outside.safetensors").exists()
+    assert cache.imported() == {} and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+# --- background download: progress, result, checksum error, cancel -----------------------------------------
+
+@pytest.fixture
+def slow_server():
+    """An HTTP server on 127.0.0.1 serving ``files[name] = (bytes, chunk, pause)`` in chunks with pauses."""
+    files, stop = {}, threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            content, chunk, pause = files[self.path.lstrip("/")]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            try:
+                for start in range(0, len(content), chunk):
+                    if stop.is_set():
+                        return
+                    self.wfile.write(content[start:start + chunk])
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except (BrokenPipeError, ConnectionResetError):
+                pass                                                    # the client hung up: cancelled
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield files, f"http://127.0.0.1:{server.server_address[1]}"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def http_entry(tmp_path, url, content, sha256=None):
+    return load_catalog(write_catalog(tmp_path / "Models.json", url=url,
+                                      sha256=sha256 or hashlib.sha256(content).hexdigest()))[0]
+
+
+def test_download_job_reports_progress_and_finishes(tmp_path, slow_server):
+    files, base = slow_server
+    content = real_checkpoint(tmp_path / "w.safetensors").read_bytes() + b"\0" * 20_000  # ~20 KB, 10 chunks
+    files["gtv.safetensors"] = (content, -(-len(content) // 10), 0.05)
+    entry = http_entry(tmp_path, f"{base}/gtv.safetensors", content)
+    cache = ModelCache(tmp_path / "cache")
+    job = DownloadJob(cache, entry).start()
+    seen = []
+    while (result := job.poll()) is None:
+        seen.append(job.progress())
+        time.sleep(0.005)
+    assert result.ok and not result.cancelled and result.error == ""
+    assert [p.read_bytes() for p in result.checkpoints] == [content] and cache.is_cached(entry)
+    assert job.progress() == (len(content), len(content))
+    partial = sorted({done for done, total in seen if 0 < done < len(content)})
+    assert len(partial) >= 3 and all(total == len(content) for done, total in seen if done)
+    assert DownloadJob(cache, entry).start().wait(5).checkpoints == result.checkpoints   # cached: at once
+
+
+def test_download_job_wrong_checksum_ends_with_an_error_and_an_empty_cache(tmp_path, slow_server):
+    files, base = slow_server
+    files["bad.safetensors"] = (b"not the model" * 100, 400, 0.0)
+    entry = http_entry(tmp_path, f"{base}/bad.safetensors", b"", sha256="2" * 64)
+    cache = ModelCache(tmp_path / "cache")
+    result = DownloadJob(cache, entry).start().wait(10)
+    assert not result.ok and not result.cancelled and result.checkpoints == []
+    assert "its SHA-256 is" in result.error and isinstance(result.exception, ChecksumError)
+    assert not cache.is_cached(entry) and not any(cache.root.iterdir())
+    missing = DownloadJob(cache, dataclasses.replace(entry, url=f"{base}/nothing-here")).start().wait(10)
+    assert "could not download" in missing.error and not any(cache.root.iterdir())
+
+
+def test_download_job_cancel_mid_download_leaves_nothing(tmp_path, slow_server):
+    files, base = slow_server
+    content = os.urandom(100_000)
+    files["big.safetensors"] = (content, 1000, 0.03)                 # 100 chunks, ~3 s in all
+    entry = http_entry(tmp_path, f"{base}/big.safetensors", content)
+    cache = ModelCache(tmp_path / "cache")
+    job = DownloadJob(cache, entry).start()
+    deadline = time.monotonic() + 10
+    while job.progress()[0] < 5000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.poll() is None and 0 < job.progress()[0] < len(content)
+    job.cancel()
+    cancelled_at = time.monotonic()
+    result = job.wait(10, interval=0.01)
+    assert time.monotonic() - cancelled_at < 1.0                    # stopped at the next block, not at the end
+    assert result.cancelled and not result.ok and result.checkpoints == [] and result.error == ""
+    assert job.progress()[0] < len(content)
+    assert not cache.is_cached(entry) and not any(cache.root.iterdir())

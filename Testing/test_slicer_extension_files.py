@@ -45,11 +45,35 @@ def test_top_level_cmake_is_an_extension():
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert settings.get(key), key
-    assert settings["EXTENSION_DEPENDS"].split() == ["PyTorch", "SlicerRT"]
+    assert settings["EXTENSION_DEPENDS"].split() == ["PyTorch"]          # SlicerRT is optional (issue 13)
     assert ("project", ["DiffUMambaSeg"]) in commands and ("add_subdirectory", ["DiffUMambaSeg"]) in commands
     entry = json.loads((REPO / "DiffUMambaSeg.json").read_text())                # the Extensions Index entry
     assert entry["build_dependencies"] == settings["EXTENSION_DEPENDS"].split() and entry["category"] == "Segmentation"
-    assert (REPO / "DiffUMambaSeg.png").is_file()
+    for url in [settings["EXTENSION_ICONURL"], *settings["EXTENSION_SCREENSHOTURLS"].split()]:
+        prefix = "https://raw.githubusercontent.com/DiffUMambaSeg/SlicerDiffUMambaSeg/main/"
+        assert url.startswith(prefix) and (REPO / url[len(prefix):]).is_file(), url
+    assert "Screenshots" in settings["EXTENSION_SCREENSHOTURLS"] and "Icons" not in settings["EXTENSION_SCREENSHOTURLS"]
+    assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
+
+
+def test_slicerrt_is_optional_everywhere():
+    """The index entry and CMake do not require SlicerRT, and the module only reaches it through
+    slicer.modules.dicomPlugins (absent -> a message naming the alternative)."""
+    entry = json.loads((REPO / "DiffUMambaSeg.json").read_text())
+    assert "SlicerRT" not in entry["build_dependencies"]
+    for path in [MODULE / "DiffUMambaSeg.py", *(MODULE / "DiffUMambaSegLib").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
+                assert not any("SlicerRT" in n or "DicomRtImportExport" in n for n in names), path
+
+
+def test_no_tracked_file_is_ignored():
+    import subprocess
+
+    ignored = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert ignored == []
 
 
 def test_module_cmake_lists_every_file_and_only_existing_ones():
@@ -80,8 +104,10 @@ def module_tree():
 
 def test_the_widget_uses_only_widgets_of_the_ui():
     widgets, _ = ui_names()
-    used = {node.attr for node in ast.walk(module_tree()) if isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
+    panel = ast.parse((MODULE / "DiffUMambaSegLib" / "panel.py").read_text())
+    used = {node.attr for tree in (module_tree(), panel) for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and (isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
+                 or isinstance(node.value, ast.Name) and node.value.id == "ui")}
     assert used and used <= widgets, used - widgets
 
 
@@ -90,6 +116,15 @@ def test_ui_parameters_are_fields_of_the_parameter_node():
     node = next(n for n in ast.walk(module_tree()) if isinstance(n, ast.ClassDef) and n.name == "DiffUMambaSegParameterNode")
     fields = {item.target.id for item in node.body if isinstance(item, ast.AnnAssign)}
     assert parameters and parameters <= fields, parameters - fields
+
+
+def _lib_logic():
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from DiffUMambaSegLib import logic
+
+    return logic
 
 
 def test_combo_box_items_are_the_parameter_choices():
@@ -106,14 +141,17 @@ def test_combo_box_items_are_the_parameter_choices():
         if isinstance(item, ast.AnnAssign):
             calls = [c for c in ast.walk(item.annotation) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Choice"]
             if calls:
-                choices[item.target.id] = [e.value for e in calls[0].args[0].elts]
+                choices[item.target.id] = list(eval(compile(ast.Expression(calls[0].args[0]), "choice", "eval"),
+                                                    {"logic": _lib_logic()}))
     assert combos and set(combos) <= set(choices)
     for name, items in combos.items():
         assert items == choices[name], name
 
 
 def test_the_lib_package_never_imports_qt_and_the_core_never_imports_slicer():
-    for path in list((MODULE / "DiffUMambaSegLib").glob("*.py")) + list((REPO / "Training").rglob("*.py")):
+    """panel.py (the buttons and timers) is the Lib's one Qt file; the rest runs and is tested without Qt."""
+    lib = [p for p in (MODULE / "DiffUMambaSegLib").glob("*.py") if p.name != "panel.py"]
+    for path in lib + list((REPO / "Training").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
@@ -149,3 +187,12 @@ def test_the_terminology_file_codes_the_gtv_as_the_segments_are_coded():
     assert category.split("^")[:2] == [coded_category["CodingSchemeDesignator"], coded_category["CodeValue"]]
     assert kind.split("^")[:2] == [coded_type["CodingSchemeDesignator"], coded_type["CodeValue"]] == ["SCT", "86049000"]
     assert coded_type["recommendedDisplayRGBValue"] == [255, 0, 0]
+
+
+def test_the_ui_keeps_its_spacer_at_the_bottom():
+    """A spacer between sections pushes the editor and export down and leaves a gap in the panel."""
+    tree = ElementTree.parse(MODULE / "Resources" / "UI" / "DiffUMambaSeg.ui")
+    main = tree.find("widget/layout")
+    items = main.findall("item")
+    spacers = [i for i, item in enumerate(items) if item.find("spacer") is not None]
+    assert spacers == [len(items) - 1]

@@ -12,7 +12,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
 .venv/bin/python -m pip install --quiet -e "./Training[test,bench]"
-# The Slicer module's logic is tested on real MRML classes: slicer-core is Slicer's MRML and Segmentations
-# libraries without Qt (a test dependency only; inside Slicer the application provides them).
-.venv/bin/python -m pip install --quiet "slicer-core>=5.12"
+# The Slicer module is tested on real MRML classes and Slicer's own Python layer (Testing/slicer_conformance):
+# slicer-core is Slicer's MRML and Segmentations libraries without Qt, and PySide6-Essentials supplies the real Qt
+# API the strict Qt stand-ins are checked against (test dependencies only; inside Slicer the application has both).
+.venv/bin/python -m pip install --quiet "slicer-core>=5.12" "PySide6-Essentials>=6.5"
 .venv/bin/diffumamba info

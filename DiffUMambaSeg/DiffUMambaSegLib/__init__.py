@@ -1,6 +1,10 @@
-"""The DiffUMambaSeg module's logic, one job per file, none importing Qt (testable outside Slicer).
+"""The DiffUMambaSeg module's code, one job per file; only ``panel`` touches Qt, the rest is tested without it.
 
-``runner``: the ``diffumamba`` command line in a subprocess, with progress and cancel;
-``catalog``: the model catalog, checksum-verified downloads and offline import;
-``scene``: volume and segmentation nodes <-> files (MRML only, no application).
+``logic``: start, poll, cancel and finish runs of the ``diffumamba`` command line (``runner``: the subprocess
+with progress and cancel; ``flows``: nodes -> files -> command; ``result_writer``: the result into the output
+segmentation, undoable, never over the user's edits); ``panel``: the buttons, model list and progress;
+``editor``: the embedded Segment Editor's life cycle; ``environment``: PythonSlicer and the shipped package;
+``install``: dependencies from the package's pyproject; ``catalog`` / ``model_download``: the model catalog,
+verified downloads and imports; ``scene``: volume and segmentation nodes <-> files; ``rt_study_export``:
+SlicerRT's exporter, when present; ``self_test``: the in-Slicer test.
 """

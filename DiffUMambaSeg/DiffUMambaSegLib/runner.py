@@ -22,7 +22,25 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-__all__ = ["Progress", "parse_progress", "CommandRunner", "RunResult"]
+__all__ = ["Progress", "parse_progress", "CommandRunner", "RunResult", "process_options"]
+
+# Windows constants (subprocess defines them only on Windows): PythonSlicer.exe and taskkill are console
+# programs, so without these every run and every cancel would flash a console window.
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
+
+
+def process_options(platform: str = sys.platform, startupinfo_class=None) -> dict:
+    """``Popen`` keyword arguments that start a child in its own process group (so cancel reaches everything it
+    starts) and, on Windows, without a console window, as ``slicer.util.launchConsoleProcess`` hides it."""
+    if platform != "win32":
+        return {"start_new_session": True}
+    info = (startupinfo_class or subprocess.STARTUPINFO)()
+    info.dwFlags |= STARTF_USESHOWWINDOW
+    info.wShowWindow = SW_HIDE
+    return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW, "startupinfo": info}
 
 
 @dataclass
@@ -84,11 +102,9 @@ class CommandRunner:
     def start(self) -> None:
         if self.process is not None:
             raise RuntimeError("this runner was started already; make a new one per run")
-        isolation = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
-                     else {"start_new_session": True})
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         encoding="utf-8", errors="replace", bufsize=1, env=self.env,
-                                        cwd=self.cwd, **isolation)
+                                        cwd=self.cwd, **process_options())
         for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
             reader = threading.Thread(target=self._read, args=(name, stream), daemon=True)
             reader.start()
@@ -125,14 +141,7 @@ class CommandRunner:
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> RunResult:
         """Poll until done (scripts and tests; the GUI polls from a timer instead)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            result = self.poll()
-            if result is not None:
-                return result
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self.command[0]} still running after {timeout} s")
-            time.sleep(interval)
+        return poll_until(self.poll, timeout, interval, f"{self.command[0]} still running after {timeout} s")
 
     def cancel(self, grace_seconds: float = 3.0) -> None:
         """Stop the child and everything it started: terminate the group, kill what is left after the grace."""
@@ -140,7 +149,9 @@ class CommandRunner:
             return
         self._cancelled = True
         if sys.platform == "win32":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], capture_output=True)
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], capture_output=True,
+                           startupinfo=process_options()["startupinfo"], creationflags=CREATE_NO_WINDOW)
+            self.process.wait()
             return
         group = os.getpgid(self.process.pid)
         _signal_group(group, signal.SIGTERM)
@@ -148,6 +159,18 @@ class CommandRunner:
             self.process.wait(grace_seconds)
         _signal_group(group, signal.SIGKILL)   # grandchildren that ignored SIGTERM, or outlived the child
         self.process.wait()
+
+
+def poll_until(poll: Callable[[], Optional[object]], timeout: Optional[float], interval: float, late: str):
+    """Call ``poll`` until it returns something; TimeoutError(``late``) after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        result = poll()
+        if result is not None:
+            return result
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(late)
+        time.sleep(interval)
 
 
 def _signal_group(group: int, sig: int) -> None:

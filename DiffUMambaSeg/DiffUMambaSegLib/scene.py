@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "empty_segment", "place_beside", "write_volume", "read_volume", "import_gtv", "segment_array",
+__all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "empty_segment", "place_beside", "write_volume", "write_segmentation", "read_volume", "import_gtv", "segment_array",
            "export_labelmap"]
 
 GTV_COLOR = (1.0, 0.0, 0.0)
@@ -44,9 +44,18 @@ def write_volume(volume_node, path: Path) -> Path:
     return Path(path)
 
 
+def write_segmentation(segmentation_node, path: Path) -> Path:
+    """Write a segmentation node to ``.seg.nrrd`` (segment names, colours and terminology kept)."""
+    slicer = _slicer()
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.WriteData(segmentation_node) or not Path(path).is_file():
+        raise OSError(f"could not write {segmentation_node.GetName()} to {path}")
+    return Path(path)
+
+
 def read_volume(scene, path: Path, name: Optional[str] = None, labelmap: bool = False):
     """A new scalar (or label map) volume node in ``scene`` read from ``path``."""
-    slicer = _slicer()
     node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode",
                                    name or Path(path).name.split(".")[0])
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 
 class SlicerInstaller:
@@ -21,18 +21,10 @@ class SlicerInstaller:
                                      "Manager and restart Slicer.")
             return False
         logic = PyTorchUtils.PyTorchUtilsLogic()
-        return logic.installTorch(askConfirmation=False, torchVersionRequirement=f">={minimum}") is not None
+        requirement = f">={minimum}" if minimum else None
+        return logic.installTorch(askConfirmation=False, torchVersionRequirement=requirement) is not None
 
     def pip_install(self, specs: Sequence[str]) -> None:
         import slicer
 
         slicer.util.pip_install(list(specs))
-
-
-def torch_version() -> Optional[str]:
-    from importlib import metadata
-
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return None

@@ -1,0 +1,225 @@
+"""The module panel's behaviour: buttons, the model list, progress, and what the user sees while a run goes.
+
+The only file of the Lib package that touches Qt (a ``QTimer`` to poll runs and downloads, ``QSettings`` to
+remember the export folder); the widgets come from the ``.ui`` through ``ui``. One task at a time: while a
+download, run or export goes, its button reads Cancel and the other two are disabled (clicking another run
+button must never cancel the current one). Every scene change happens in ``_finish`` after a success.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import qt
+import slicer
+
+from . import catalog
+from .logic import chosen_path
+from .model_download import DownloadJob
+
+__all__ = ["Panel", "EXPORT_FOLDER_KEY"]
+
+EXPORT_FOLDER_KEY = "DiffUMambaSeg/ExportFolder"
+CHECKPOINT_ITEM = ""          # the model list's last item: the checkpoint or zip in the path field
+
+
+def _(text: str) -> str:
+    try:
+        from slicer.i18n import tr
+    except ImportError:
+        return text
+    return tr(text)
+
+
+class Panel:
+    def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[catalog.ModelCache] = None):
+        self.ui, self.logic, self.editor, self.parameters = ui, logic, editor, parameters
+        self.cache = cache or catalog.ModelCache()
+        self.entries = catalog.load_catalog(catalogPath) if Path(catalogPath).is_file() else []
+        self.download: Optional[DownloadJob] = None
+        self.busyButton = None
+        self._pending = None          # what to start once the download is done
+        self.timer = qt.QTimer()
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self.onPoll)
+        self.buttons = {"segment": ui.segmentButton, "propagate": ui.propagateButton, "export": ui.exportButton}
+        self.labels = {"segment": _("Segment"), "propagate": _("Propagate"), "export": _("Export")}
+        ui.segmentButton.clicked.connect(lambda: self._startOrCancel("segment", self._segment))
+        ui.propagateButton.clicked.connect(lambda: self._startOrCancel("propagate", self._propagate))
+        ui.exportButton.clicked.connect(lambda: self._startOrCancel("export", self._export))
+        self._fillModels()
+        ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
+        self.onModelChanged()
+
+    # --- parameter node -------------------------------------------------------------------------------------
+    def setParameters(self, parameters) -> None:
+        self.parameters = parameters
+        if parameters is not None and chosen_path(parameters.exportFolder) is None:
+            parameters.exportFolder = Path(self.defaultExportFolder())
+
+    @staticmethod
+    def defaultExportFolder() -> str:
+        """The last folder exported into; else Slicer's default save folder; else the user's documents (never
+        the working directory, which is / when Slicer is started from the macOS Finder)."""
+        remembered = qt.QSettings().value(EXPORT_FOLDER_KEY, "")
+        if remembered and Path(remembered).is_dir():
+            return str(remembered)
+        scenes = slicer.app.defaultScenePath
+        if scenes and Path(scenes).is_dir():
+            return str(scenes)
+        return qt.QStandardPaths.writableLocation(qt.QStandardPaths.DocumentsLocation)
+
+    # --- models ---------------------------------------------------------------------------------------------
+    def _fillModels(self) -> None:
+        combo = self.ui.modelComboBox
+        combo.clear()
+        for entry in self.entries:
+            if entry.task == "segmentation":
+                combo.addItem(f"{entry.name} {entry.version}", f"{entry.id}@{entry.version}")
+        combo.addItem(_("Checkpoint or zip (choose below)"), CHECKPOINT_ITEM)
+
+    def selectedEntry(self) -> Optional[catalog.ModelEntry]:
+        key = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex)
+        return next((e for e in self.entries if f"{e.id}@{e.version}" == key), None)
+
+    def onModelChanged(self, index=None) -> None:
+        entry = self.selectedEntry()
+        self.ui.modelPathLineEdit.enabled = entry is None
+        if entry is not None:
+            self.ui.modelInfoLabel.text = catalog.describe(entry, self.cache)
+        else:
+            self.ui.modelInfoLabel.text = _("A Diff-UMamba checkpoint (.safetensors) trained with diffumamba train, "
+                                            "or a .zip of several (an ensemble); a zip is verified and copied into "
+                                            "the model cache on first use.")
+
+    def _localModels(self) -> list:
+        path = chosen_path(self.parameters.modelPath)
+        if path is None:
+            raise ValueError(_("Choose a model: pick one from the model list, or browse to a .safetensors "
+                               "checkpoint or a .zip of checkpoints."))
+        if path.suffix.lower() == ".zip":
+            return self.cache.import_local(path)
+        return [path]
+
+    # --- starting and cancelling ----------------------------------------------------------------------------
+    def _startOrCancel(self, name: str, start) -> None:
+        if self.busyButton is not None:
+            if self.busyButton is self.buttons[name]:
+                self.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start."), waitCursor=True):
+            if start():             # False: done at once (a file export), nothing to wait for
+                self._busy(name)
+
+    def _segment(self) -> bool:
+        entry = self.selectedEntry()
+        if entry is not None and not self.cache.is_cached(entry):
+            self.download = DownloadJob(self.cache, entry).start()
+            self._pending = self._segment
+            self.onLog(_("Downloading {name} {version} ...").format(name=entry.name, version=entry.version))
+            return True
+        models = self.cache.checkpoints(entry) if entry is not None else self._localModels()
+        self.logic.startSegmentation(self.parameters, models, self.onProgress, self.onLog)
+        return True
+
+    def _propagate(self) -> bool:
+        self.logic.startPropagation(self.parameters, self.onProgress, self.onLog)
+        return True
+
+    def _export(self) -> bool:
+        path = self.logic.export(self.parameters, self.parameters.exportFolder, self.onProgress, self.onLog)
+        qt.QSettings().setValue(EXPORT_FOLDER_KEY, str(self.parameters.exportFolder))
+        if path is not None:
+            self.onLog(_("Exported {path}").format(path=path))
+        return path is None
+
+    def cancel(self) -> None:
+        if self.download is not None:
+            self.download.cancel()
+        self.logic.cancel()
+
+    def _busy(self, name: str) -> None:
+        self.busyButton = self.buttons[name]
+        for key, button in self.buttons.items():
+            button.enabled = key == name
+        self.busyButton.text = _("Cancel")
+        self.ui.progressBar.value = 0
+        self.timer.start()
+
+    def _idle(self) -> None:
+        self.timer.stop()
+        self.busyButton = None
+        for key, button in self.buttons.items():
+            button.enabled = True
+            button.text = self.labels[key]
+
+    # --- while it runs --------------------------------------------------------------------------------------
+    def onPoll(self) -> None:
+        if self.download is not None:
+            self._pollDownload()
+            return
+        result = self.logic.poll()
+        if result is None:
+            return
+        self._idle()
+        with slicer.util.tryWithErrorDisplay(_("The run failed."), waitCursor=True):
+            self._finish(result)
+
+    def _pollDownload(self) -> None:
+        done, total = self.download.progress()
+        if total:
+            self.onProgress(_Progress("download", done / total))
+        result = self.download.poll()
+        if result is None:
+            return
+        self.download, pending, self._pending = None, self._pending, None
+        if not result.ok:
+            self._idle()
+            if result.error:
+                self.onLog(result.error)
+                slicer.util.errorDisplay(_("The model could not be downloaded.") + "\n\n" + result.error)
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start."), waitCursor=True):
+            try:
+                pending()
+            except Exception:
+                self._idle()
+                raise
+
+    def _finish(self, result) -> None:
+        if result.cancelled:
+            self.onLog(_("Cancelled: nothing was changed."))
+            return
+        outcome = self.logic.finish(result, self.parameters.outputSegmentation, self.editor.saveStateForUndo,
+                                    lambda question: slicer.util.confirmOkCancelDisplay(question, "DiffUMambaSeg"))
+        if outcome.exported is not None:
+            self.onLog(_("Exported {path}").format(path=outcome.exported))
+        if outcome.segmentation is not None:
+            self.parameters.outputSegmentation = outcome.segmentation
+            self.editor.show(outcome.segmentation, self.logic.referenceVolume or outcome.segmentation.GetNodeReference(
+                outcome.segmentation.GetReferenceImageGeometryReferenceRole()))
+        if outcome.uncertainty is not None:
+            slicer.util.setSliceViewerLayers(foreground=outcome.uncertainty, foregroundOpacity=0.4)
+        if outcome.report:
+            self.ui.propagationReportLabel.text = describeReport(outcome.report)
+
+    def onProgress(self, progress) -> None:
+        self.ui.progressBar.value = int(round(100 * progress.fraction))
+        self.ui.progressBar.setFormat(f"{progress.stage} %p%")
+
+    def onLog(self, line: str) -> None:
+        self.ui.logText.appendPlainText(line)
+
+
+class _Progress:
+    def __init__(self, stage: str, fraction: float):
+        self.stage, self.fraction = stage, fraction
+
+
+def describeReport(report: dict) -> str:
+    change = report.get("volume_change_percent")
+    return _("Prior {prior:.1f} ml, current {current:.1f} ml ({change}); Dice registered prior vs result {dice:.2f}"
+             ).format(prior=report["prior_volume_ml"], current=report["current_volume_ml"],
+                      change="n/a" if change is None else f"{change:+.1f} %",
+                      dice=report["dice_registered_prior_vs_result"])

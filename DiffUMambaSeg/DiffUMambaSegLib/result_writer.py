@@ -1,0 +1,97 @@
+"""Where an AI result goes: into the output segmentation, without ever silently replacing the user's work.
+
+A result replaces the target's segment of the same name only when that segment is still exactly what an
+earlier run wrote (its voxels' fingerprint, kept in a segment tag, still matches); a segment the user edited or
+drew is replaced only after asking, and otherwise the result becomes a new segment beside it. Before any
+replacement the Segment Editor's undo state is saved (``save_undo``), so Ctrl+Z in the editor restores the
+previous segment. A target on another CT's grid is never written into: a new segmentation node is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import scene as scene_io
+
+__all__ = ["FINGERPRINT_TAG", "fingerprint", "write_result"]
+
+FINGERPRINT_TAG = "DiffUMambaSeg.fingerprint"
+
+
+def _reference(segmentation):
+    return segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+
+
+def fingerprint(segmentation, segment_id: str) -> str:
+    """SHA-256 of the absolute voxel indices of a segment (label maps may be shared by several segments and their
+    extent and label values change as segments are added: only the segment's own voxels count)."""
+    import slicer
+    from vtk.util import numpy_support
+
+    segment = segmentation.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    digest = hashlib.sha256()
+    if image is None or image.GetPointData().GetScalars() is None:
+        return digest.hexdigest()
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    indices = np.argwhere(voxels == segment.GetLabelValue()) + np.array([z0, y0, x0])
+    digest.update(indices.astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _tag(segmentation, segment_id: str) -> str:
+    import vtk
+
+    value = vtk.reference("")
+    found = segmentation.GetSegmentation().GetSegment(segment_id).GetTag(FINGERPRINT_TAG, value)
+    return str(value) if found else ""
+
+
+def _free_name(content, base: str) -> str:
+    number = 2
+    while content.GetSegmentIdBySegmentName(f"{base} {number}"):
+        number += 1
+    return f"{base} {number}"
+
+
+def write_result(scene, label_path: Path, reference_volume, target, segment_name: str,
+                 save_undo: Callable[[object], None], ask_replace: Callable[[str], bool],
+                 new_name: Optional[str] = None):
+    """Put the label map's GTV into ``target`` (or a new node when ``target`` is None or on another CT);
+    returns (segmentation node, segment id)."""
+    if target is None or _reference(target) is not reference_volume:
+        target = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", new_name or f"{reference_volume.GetName()} GTV")
+        target.CreateDefaultDisplayNodes()
+        target.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        scene_io.place_beside(scene, target, reference_volume)
+    fresh = scene_io.import_gtv(scene, label_path, reference_volume, "DiffUMambaSeg result", segment_name)
+    try:
+        content = target.GetSegmentation()
+        existing = content.GetSegmentIdBySegmentName(segment_name)
+        name = segment_name
+        if existing:
+            if _tag(target, existing) == fingerprint(target, existing) or ask_replace(
+                    f"The segment '{segment_name}' of '{target.GetName()}' was edited after it was created. Replace "
+                    f"it with the new result? (Cancel keeps it and adds the result as a new segment.)"):
+                save_undo(target)
+                content.RemoveSegment(existing)
+            else:
+                name = _free_name(content, segment_name)
+        elif content.GetNumberOfSegments():
+            save_undo(target)
+        source_id = fresh.GetSegmentation().GetNthSegmentID(0)
+        fresh.GetSegmentation().GetSegment(source_id).SetName(name)
+        if not content.CopySegmentFromSegmentation(fresh.GetSegmentation(), source_id):
+            raise OSError(f"could not copy the result into {target.GetName()}")
+        segment_id = content.GetSegmentIdBySegmentName(name)
+        content.GetSegment(segment_id).SetTag(FINGERPRINT_TAG, fingerprint(target, segment_id))
+        return target, segment_id
+    finally:
+        for node in (fresh.GetDisplayNode(), fresh):
+            if node is not None:
+                scene.RemoveNode(node)

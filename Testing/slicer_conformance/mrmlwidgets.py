@@ -1,0 +1,396 @@
+"""qMRML / qSlicer widget stand-ins (``slicer.qMRMLNodeComboBox`` ...), driven by the REAL scene.
+
+Why: these widgets are where a module meets MRML.  The stand-ins keep their state in real
+slicer-core objects the way the C++ widgets do: the node combo box observes the scene's
+NodeRemovedEvent, the segment editor keeps its references in a real vtkMRMLSegmentEditorNode
+and does undo/redo with a real vtkSegmentationHistory.
+"""
+
+from __future__ import annotations
+
+import vtk
+
+from .widgets import QWidget
+
+
+def _slicer():
+    import sys
+    return sys.modules["slicer"]
+
+
+class _SceneMixin:
+    def setMRMLScene(self, scene):
+        old = getattr(self, "_scene", None)
+        if old is scene:
+            return
+        if old is not None:
+            for tag in getattr(self, "_scene_tags", []):
+                old.RemoveObserver(tag)
+        object.__setattr__(self, "_scene", scene)
+        object.__setattr__(self, "_scene_tags", [])
+        if scene is not None:
+            self._observe_scene(scene)
+        if "mrmlSceneChanged" in type(self)._api().signals:
+            self._emit("mrmlSceneChanged", scene)
+        self._scene_changed()
+
+    def mrmlScene(self):
+        return getattr(self, "_scene", None)
+
+    def _observe_scene(self, scene):
+        pass
+
+    def _scene_changed(self):
+        pass
+
+
+class qMRMLWidget(_SceneMixin, QWidget):
+    _is_standin = True
+    _api_source = ("header", "qMRMLWidget")
+
+
+class qSlicerWidget(_SceneMixin, QWidget):
+    _is_standin = True
+    _api_source = ("app", "qslicerwidget_api")
+
+
+class qSlicerScriptedLoadableModuleWidget(qMRMLWidget):
+    """The parent Slicer gives a scripted module widget (qSlicerAbstractModuleWidget subclass).
+    Added: ``reload()`` (used by slicer.util.reloadScriptedModule; it asks the session to build the
+    new Python widget, as the C++ class does) and the ``isEntered`` property of
+    qSlicerAbstractModuleWidget (read by the 5.12 scripted-module template after a scene close)."""
+
+    _is_standin = True
+    _api_source = ("header", "qMRMLWidget")
+    _static_members = ("reload", "moduleName", "enter", "exit", "isEntered")
+
+    @property
+    def isEntered(self):
+        session = self._session
+        return session._shown is not None and session._widgets.get(session._shown, (None,))[0] is self
+
+    def reload(self):
+        self._session._rebuild_widget(self)
+
+    def enter(self):
+        self._python_widget.enter()
+
+    def exit(self):
+        self._python_widget.exit()
+
+
+class qMRMLNodeComboBox(_SceneMixin, QWidget):
+    _is_standin = True
+    _api_source = ("header", "qMRMLNodeComboBox")
+    _prop_defaults = {"enabled": True, "addEnabled": True, "removeEnabled": True, "editEnabled": False,
+                      "renameEnabled": False, "showChildNodeTypes": True, "selectNodeUponCreation": True,
+                      "noneDisplay": "None", "interactionNodeSingletonTag": "Singleton"}
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        object.__setattr__(self, "_current", None)
+
+    # -- scene
+    def _observe_scene(self, scene):
+        tags = [scene.AddObserver(scene.NodeRemovedEvent, self._on_node_removed),
+                scene.AddObserver(scene.NodeAddedEvent, self._on_node_added),
+                scene.AddObserver(scene.EndCloseEvent, lambda *a: self._select_default())]
+        self._on_node_removed.__func__.CallDataType = vtk.VTK_OBJECT
+        self._on_node_added.__func__.CallDataType = vtk.VTK_OBJECT
+        object.__setattr__(self, "_scene_tags", tags)
+
+    def _scene_changed(self):
+        self._select_default()
+
+    def _on_node_removed(self, caller, event, node=None):
+        if node is not None and node is self._current:
+            self._set_current(None)
+            self._select_default()
+
+    def _on_node_added(self, caller, event, node=None):
+        if node is not None and self._matches(node):
+            self._emit("nodeAdded", node)
+            if self._current is None and not self._props["noneEnabled"]:
+                self._set_current(node)
+
+    def _matches(self, node):
+        types = self._props["nodeTypes"] or []
+        if not types:
+            return False
+        if node.GetHideFromEditors() and not self._props["showHidden"]:
+            return False
+        for t in types:
+            if node.IsA(t) if self._props["showChildNodeTypes"] else node.GetClassName() == t:
+                if node.GetClassName() in (self._props["hideChildNodeTypes"] or []):
+                    continue
+                attrs = getattr(self, "_attributes", {}).get(t, {})
+                if all(str(node.GetAttribute(k)) == str(v) if v is not None else node.GetAttribute(k) is not None
+                       for k, v in attrs.items()):
+                    return True
+        return False
+
+    def _nodes(self):
+        scene = self.mrmlScene()
+        if scene is None:
+            return []
+        out = []
+        for i in range(scene.GetNumberOfNodes()):
+            n = scene.GetNthNode(i)
+            if self._matches(n):
+                out.append(n)
+        return out
+
+    def _select_default(self):
+        if self._current is not None and self._current in self._nodes():
+            return
+        nodes = self._nodes()
+        self._set_current(None if self._props["noneEnabled"] or not nodes else nodes[0])
+
+    def _set_nodeTypes(self, types):
+        self._props["nodeTypes"] = list(types)
+        self._select_default()
+
+    def _set_current(self, node):
+        if node is self._current:
+            return
+        object.__setattr__(self, "_current", node)
+        self._emit("currentNodeChanged", node, signature="currentNodeChanged(vtkMRMLNode*)")
+        self._emit("currentNodeChanged", node is not None, signature="currentNodeChanged(bool)")
+        self._emit("currentNodeIDChanged", node.GetID() if node is not None else "")
+
+    # -- API
+    def currentNode(self):
+        return self._current
+
+    def _get_currentNodeID(self):
+        return self._current.GetID() if self._current is not None else ""
+
+    def _set_currentNodeID(self, node_id):
+        self.setCurrentNodeID(node_id)
+
+    def setCurrentNode(self, node):
+        if isinstance(node, str):
+            return self.setCurrentNodeID(node)
+        if node is not None and node not in self._nodes():
+            node = None  # Qt: a node the combo box does not list cannot become current
+        if node is None and not self._props["noneEnabled"] and self._nodes():
+            return
+        self._set_current(node)
+
+    def setCurrentNodeID(self, node_id):
+        scene = self.mrmlScene()
+        self.setCurrentNode(scene.GetNodeByID(node_id) if scene is not None and node_id else None)
+
+    def nodeCount(self):
+        return len(self._nodes()) + (1 if self._props["noneEnabled"] else 0)
+
+    def nodeFromIndex(self, index):
+        nodes = ([None] if self._props["noneEnabled"] else []) + self._nodes()
+        return nodes[index] if 0 <= index < len(nodes) else None
+
+    def setCurrentNodeIndex(self, index):
+        self.setCurrentNode(self.nodeFromIndex(index))
+
+    def addAttribute(self, node_type, name, value=None):
+        attrs = getattr(self, "_attributes", {})
+        attrs.setdefault(node_type, {})[name] = value
+        object.__setattr__(self, "_attributes", attrs)
+        self._select_default()
+
+    def removeAttribute(self, node_type, name):
+        getattr(self, "_attributes", {}).get(node_type, {}).pop(name, None)
+
+    def addNode(self, node_type=None):
+        scene = self.mrmlScene()
+        node = scene.AddNewNodeByClass(node_type or self._props["nodeTypes"][0],
+                                       self._props["baseName"] or "")
+        if self._props["selectNodeUponCreation"]:
+            self.setCurrentNode(node)
+        self._emit("nodeAddedByUser", node)
+        return node
+
+    def removeCurrentNode(self):
+        if self._current is not None:
+            self.mrmlScene().RemoveNode(self._current)
+
+
+CORE_EFFECTS = ("Paint", "Draw", "Erase", "Level tracing", "Grow from seeds", "Fill between slices", "Margin",
+                "Hollow", "Smoothing", "Scissors", "Islands", "Logical operators", "Mask volume", "Threshold")
+
+
+class qMRMLSegmentEditorWidget(qMRMLWidget):
+    _is_standin = True
+    _api_source = ("header", "qMRMLSegmentEditorWidget")
+    _prop_defaults = {"enabled": True, "segmentationNodeSelectorVisible": True,
+                      "sourceVolumeNodeSelectorVisible": True, "maskingSectionVisible": True,
+                      "specifyGeometryButtonVisible": True, "show3DButtonVisible": True,
+                      "addRemoveSegmentButtonsVisible": True, "autoShowSourceVolumeNode": True,
+                      "switchToSegmentationsButtonVisible": True, "undoEnabled": True,
+                      "maximumNumberOfUndoStates": 10, "effectColumnCount": 1, "unorderedEffectsVisible": True}
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        import slicer_core
+        object.__setattr__(self, "_editor_node", None)
+        object.__setattr__(self, "_history", slicer_core.vtkSegmentationHistory())
+        object.__setattr__(self, "_shortcuts_installed", False)
+        object.__setattr__(self, "_view_observations", False)
+        object.__setattr__(self, "_active_effect", None)
+        self._history.SetMaximumNumberOfStates(10)
+
+    # -- nodes (kept in the real vtkMRMLSegmentEditorNode, like the C++ widget)
+    def setMRMLSegmentEditorNode(self, node):
+        object.__setattr__(self, "_editor_node", node)
+        self.updateWidgetFromMRML()
+
+    def mrmlSegmentEditorNode(self):
+        return self._editor_node
+
+    def _need_editor_node(self, what):
+        if self._editor_node is None:
+            raise RuntimeError(f"qMRMLSegmentEditorWidget.{what}: no segment editor node set "
+                               "(the real widget logs an error and does nothing)")
+        return self._editor_node
+
+    def segmentationNode(self):
+        return self._editor_node.GetSegmentationNode() if self._editor_node is not None else None
+
+    def segmentationNodeID(self):
+        n = self.segmentationNode()
+        return n.GetID() if n is not None else ""
+
+    def sourceVolumeNode(self):
+        return self._editor_node.GetSourceVolumeNode() if self._editor_node is not None else None
+
+    def sourceVolumeNodeID(self):
+        n = self.sourceVolumeNode()
+        return n.GetID() if n is not None else ""
+
+    def masterVolumeNode(self):
+        return self.sourceVolumeNode()
+
+    def masterVolumeNodeID(self):
+        return self.sourceVolumeNodeID()
+
+    def setSegmentationNode(self, node):
+        ed = self._need_editor_node("setSegmentationNode")
+        if node is ed.GetSegmentationNode():
+            return
+        ed.SetAndObserveSegmentationNode(node)
+        self._history.RemoveAllStates()
+        self._history.SetSegmentation(node.GetSegmentation() if node is not None else None)
+        self._emit("segmentationNodeChanged", node)
+
+    def setSegmentationNodeID(self, node_id):
+        self.setSegmentationNode(self.mrmlScene().GetNodeByID(node_id) if node_id else None)
+
+    def setSourceVolumeNode(self, node):
+        ed = self._need_editor_node("setSourceVolumeNode")
+        if node is ed.GetSourceVolumeNode():
+            return
+        ed.SetAndObserveSourceVolumeNode(node)
+        self._emit("sourceVolumeNodeChanged", node)
+        self._emit("masterVolumeNodeChanged", node)
+
+    def setSourceVolumeNodeID(self, node_id):
+        self.setSourceVolumeNode(self.mrmlScene().GetNodeByID(node_id) if node_id else None)
+
+    def setMasterVolumeNode(self, node):
+        self.setSourceVolumeNode(node)
+
+    def setMasterVolumeNodeID(self, node_id):
+        self.setSourceVolumeNodeID(node_id)
+
+    def currentSegmentID(self):
+        return self._editor_node.GetSelectedSegmentID() or "" if self._editor_node is not None else ""
+
+    def setCurrentSegmentID(self, segment_id):
+        self._need_editor_node("setCurrentSegmentID").SetSelectedSegmentID(segment_id)
+        self._emit("currentSegmentIDChanged", segment_id)
+
+    def updateWidgetFromMRML(self):
+        pass
+
+    # -- effects: the core effects by name only (their tools are C++/Qt view interaction, not emulated); what a
+    # module must get right is which effect is active when it hands the views back (exit(): none)
+
+    def activeEffect(self):
+        return getattr(self, "_active_effect", None)
+
+    def setActiveEffect(self, effect):
+        if effect is not None and effect not in CORE_EFFECTS:
+            raise NotImplementedError("only core effects (by name) are emulated")
+        object.__setattr__(self, "_active_effect", effect)
+        if self._editor_node is not None:
+            self._editor_node.SetActiveEffectName(effect or "")
+
+    def setActiveEffectByName(self, name):
+        if name and name not in CORE_EFFECTS:
+            raise NotImplementedError(f"segment editor effect {name!r} is not emulated")
+        self.setActiveEffect(name or None)
+
+    def effectByName(self, name):
+        return name if name in CORE_EFFECTS else None
+
+    def availableEffectNames(self):
+        return list(CORE_EFFECTS)
+
+    def effectCount(self):
+        return len(CORE_EFFECTS)
+
+    # -- undo/redo with the real vtkSegmentationHistory
+    def _set_maximumNumberOfUndoStates(self, n):
+        self._props["maximumNumberOfUndoStates"] = int(n)
+        self._history.SetMaximumNumberOfStates(int(n))
+
+    def setMaximumNumberOfUndoStates(self, n):
+        self._set_maximumNumberOfUndoStates(n)
+
+    def setUndoEnabled(self, flag):
+        self._props["undoEnabled"] = bool(flag)
+
+    def saveStateForUndo(self):
+        if self._props["undoEnabled"] and self._history.GetSegmentation() is not None:
+            self._history.SaveState()
+
+    def undo(self):
+        if self.segmentationNode() is None:
+            return
+        self._history.RestorePreviousState()
+
+    def redo(self):
+        if self.segmentationNode() is None:
+            return
+        self._history.RestoreNextState()
+
+    # -- shortcuts / views
+    def installKeyboardShortcuts(self, parent=None):
+        object.__setattr__(self, "_shortcuts_installed", True)
+
+    def uninstallKeyboardShortcuts(self):
+        object.__setattr__(self, "_shortcuts_installed", False)
+
+    def setupViewObservations(self):
+        object.__setattr__(self, "_view_observations", True)
+
+    def removeViewObservations(self):
+        object.__setattr__(self, "_view_observations", False)
+
+    def setMRMLScene(self, scene):
+        if scene is not self.mrmlScene():
+            self._history.RemoveAllStates()
+        super().setMRMLScene(scene)
+
+
+class qSlicerMarkupsPlaceWidget(qSlicerWidget):
+    _is_standin = True
+    _api_source = ("header", "qSlicerMarkupsPlaceWidget")
+
+    def setCurrentNode(self, node):
+        object.__setattr__(self, "_current", node)
+
+    def currentNode(self):
+        return getattr(self, "_current", None)
+
+    def currentMarkupsNode(self):
+        return self.currentNode()
