@@ -36,7 +36,11 @@ class Panel:
     def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[catalog.ModelCache] = None):
         self.ui, self.logic, self.editor, self.parameters = ui, logic, editor, parameters
         self.cache = cache or catalog.ModelCache()
-        self.entries = catalog.load_catalog(catalogPath) if Path(catalogPath).is_file() else []
+        self.entries, problem = [], ""
+        try:
+            self.entries = catalog.load_catalog(catalogPath) if Path(catalogPath).is_file() else []
+        except catalog.CatalogError as error:      # a broken catalog must not keep the module from loading
+            problem = str(error)
         self.download: Optional[DownloadJob] = None
         self.busyButton = None
         self._pending = None          # what to start once the download is done
@@ -51,6 +55,8 @@ class Panel:
         self._fillModels()
         ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.onModelChanged()
+        if problem:
+            self.onLog(_("The model catalog could not be read: {problem}").format(problem=problem))
 
     # --- parameter node -------------------------------------------------------------------------------------
     def setParameters(self, parameters) -> None:
@@ -180,6 +186,7 @@ class Panel:
                 self.onLog(result.error)
                 slicer.util.errorDisplay(_("The model could not be downloaded.") + "\n\n" + result.error)
             return
+        self.onModelChanged()            # the model is cached now
         with slicer.util.tryWithErrorDisplay(_("Could not start."), waitCursor=True):
             try:
                 pending()
