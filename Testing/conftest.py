@@ -1,6 +1,8 @@
 """Shared fixtures for the DiffUMambaSeg test suite (run outside Slicer)."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -9,14 +11,30 @@ import pytest
 import torch
 
 
+SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "data: reads the real patient data in ../shared/data")
+    config.addinivalue_line("markers", "slow: took 5 s or more on the 2-core CI machine (listed in slow_tests.txt)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``data`` from the fixtures a test uses; ``slow`` from the measured list, so ``-m "not slow"`` is a fast
+    subset (regenerate the list with ``python Testing/measure_slow_tests.py``)."""
+    slow = set(SLOW_LIST.read_text().split()) if SLOW_LIST.is_file() else set()
+    for item in items:
+        if "shared_data" in item.fixturenames:
+            item.add_marker(pytest.mark.data)
+        if item.nodeid.split("[")[0] in slow or item.nodeid in slow:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
 
-
-import os
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DIFFUMAMBA_SHARED_DATA", REPO.parent / "shared" / "data"))

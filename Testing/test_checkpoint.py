@@ -1,12 +1,13 @@
 """Checkpoints: self-describing, exact, resumable, and never unpickled."""
 
+import json
 import pickle
 
 import pytest
 import torch
 
 from diffumamba.nets import build_network, isotropic_3d
-from diffumamba.training.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
+from diffumamba.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
 
 
 def small():
@@ -117,3 +118,14 @@ def test_a_checkpoint_whose_header_length_starts_like_a_pickle_loads(tmp_path):
     (tmp_path / "pickle.safetensors").write_bytes(pickle.dumps({"a": 1}, protocol=4))
     with pytest.raises(ValueError, match="never unpickles"):
         load_model(tmp_path / "pickle.safetensors")
+
+
+def test_a_corrupt_diffumamba_header_is_named(tmp_path):
+    """A damaged header used to surface as a bare JSON error without the file's name."""
+    import struct
+
+    header = json.dumps({"__metadata__": {"diffumamba": "{not json"}}).encode()
+    path = tmp_path / "damaged.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ValueError, match=r"damaged.safetensors has a corrupt diffumamba header"):
+        load_checkpoint(path)

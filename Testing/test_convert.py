@@ -142,3 +142,87 @@ def test_append_merges_dicom_and_file_pairs_into_one_dataset(shared_data, tmp_pa
     assert main(["convert", "pairs", str(shared_data / "pyradiomics_lung_ct"), str(out), "--append",
                  "--pair", "{case}_image.nrrd", "{case}_label.nrrd", "--modality", "MR"]) == 2
     assert "--append: " in capsys.readouterr().err
+
+
+def _tiny_pairs(folder, names, shift_label=()):
+    """Small synthetic image/label NRRD pairs (a bright box); labels of ``shift_label`` lie off the image grid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        array = np.full((6, 12, 12), -800, np.int16)
+        array[2:4, 4:8, 4:8] = 40 + k
+        image = sitk.GetImageFromArray(array)
+        label = sitk.GetImageFromArray((array > 0).astype(np.uint8))
+        if name in shift_label:
+            label.SetOrigin((5.0, 0.0, 0.0))
+        sitk.WriteImage(image, str(folder / f"{name}_image.nrrd"))
+        sitk.WriteImage(label, str(folder / f"{name}_label.nrrd"))
+    return folder
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_that_converts_nothing_leaves_the_old_dataset_untouched(tmp_path, capsys):
+    out = tmp_path / "Dataset030_Tiny"
+    pattern = ["--pair", "{case}_image.nrrd", "{case}_label.nrrd"]
+    assert main(["convert", "pairs", str(_tiny_pairs(tmp_path / "good", ["a", "b"])), str(out), *pattern]) == 0
+    (out / "notes.txt").write_text("the user's own file")
+    before = _snapshot(out)
+    capsys.readouterr()
+    bad = _tiny_pairs(tmp_path / "bad", ["c", "d"], shift_label=("c", "d"))
+    assert main(["convert", "pairs", str(bad), str(out), *pattern, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    line = next(l for l in err.splitlines() if "error:" in l)
+    assert line.startswith("diffumamba convert: error: no case converted (2 failed)") and "left as it was" in line, err
+    assert _snapshot(out) == before                                 # every old file, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset030_Tiny", "bad", "good"]   # no temporary left
+
+
+def test_overwrite_swaps_the_new_dataset_in_and_keeps_other_files(tmp_path, capsys):
+    out = tmp_path / "Dataset030_Tiny"
+    pattern = ["--pair", "{case}_image.nrrd", "{case}_label.nrrd"]
+    assert main(["convert", "pairs", str(_tiny_pairs(tmp_path / "good", ["a", "b"])), str(out), *pattern]) == 0
+    (out / "notes.txt").write_text("the user's own file")
+    new = _tiny_pairs(tmp_path / "new", ["x", "y"], shift_label=("y",))
+    assert main(["convert", "pairs", str(new), str(out), *pattern, "--overwrite"]) == 1     # y failed, x converted
+    assert [c.name for c in RawDataset(out).training_cases()] == ["x"]
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["x_0000.nii.gz"]
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "imagesTr", "labelsTr", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset030_Tiny", "good", "new"]
+
+
+def test_an_interrupted_overwrite_leaves_the_old_dataset(tmp_path, monkeypatch):
+    from diffumamba.convert.writer import DatasetWriter
+
+    out = tmp_path / "Dataset030_Tiny"
+    pattern = ["--pair", "{case}_image.nrrd", "{case}_label.nrrd"]
+    assert main(["convert", "pairs", str(_tiny_pairs(tmp_path / "good", ["a", "b"])), str(out), *pattern]) == 0
+    before = _snapshot(out)
+    original = DatasetWriter.add
+
+    def add_then_stop(self, name, images, label):
+        original(self, name, images, label)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DatasetWriter, "add", add_then_stop)
+    assert main(["convert", "pairs", str(_tiny_pairs(tmp_path / "new", ["x", "y"])), str(out), *pattern,
+                 "--overwrite"]) == 130
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset030_Tiny", "good", "new"]
+
+
+def test_a_second_conversion_into_the_same_dataset_is_refused(tmp_path, shared_data, capsys):
+    """Two conversions writing one dataset would mix their cases: the second is refused while the first holds it."""
+    from diffumamba.cli import main
+    from diffumamba.files import output_lock
+
+    out = tmp_path / "Dataset950_Locked"
+    out.mkdir()
+    with output_lock(out, "dataset folder"):
+        code = main(["convert", "pairs", str(shared_data / "pyradiomics_lung_ct"), str(out), "--pair",
+                     "{case}_image.nrrd", "{case}_label.nrrd"])
+    assert code == 2 and "another run is writing" in capsys.readouterr().err and not (out / "dataset.json").exists()
+    assert main(["convert", "pairs", str(shared_data / "pyradiomics_lung_ct"), str(out), "--pair",
+                 "{case}_image.nrrd", "{case}_label.nrrd"]) == 0 and not (out / ".diffumamba.lock").exists()

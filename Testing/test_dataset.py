@@ -109,5 +109,5 @@ def test_label_on_another_grid_is_refused(synthetic):
 
 def test_corrupt_image_is_named(synthetic):
     (synthetic / "imagesTr" / "a_0001.nii.gz").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="a: cannot read a_0001.nii.gz"):
+    with pytest.raises(ValueError, match=r"a: .*a_0001.nii.gz (is truncated or corrupt|cannot be read)|a: cannot read a_0001"):
         read_case(RawDataset(synthetic).training_cases()[0])

@@ -125,3 +125,46 @@ def test_wrong_modality_is_refused(sarcoma_copy):
         choose_series(found)
     with pytest.raises(ValueError, match="is MR, expected CT"):
         read_series(found.series[0])
+
+
+def test_a_duplicated_slice_is_reported_as_duplicated_naming_both_files(sarcoma_copy):
+    files = sorted((sarcoma_copy / "image").iterdir())
+    copy = sarcoma_copy / "image" / "zz_copy_of_slice_20.dcm"
+    shutil.copy(files[20], copy)
+    with pytest.raises(ValueError, match="duplicated slice") as raised:
+        read_series(choose_series(scan_folder(sarcoma_copy)))
+    message = str(raised.value)
+    assert files[20].name in message and copy.name in message and "missing" not in message
+
+
+@pytest.fixture
+def other_frame_rtstruct(sarcoma_copy, tmp_path):
+    """The sarcoma RTSTRUCT with its GTV's own ReferencedFrameOfReferenceUID pointing at another frame (the
+    structure set's first referenced frame still being the CT's)."""
+    path = next((sarcoma_copy / "rtstruct").iterdir())
+    ds = pydicom.dcmread(path)
+    ds.StructureSetROISequence[0].ReferencedFrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.save_as(path)
+    return path
+
+
+def test_an_roi_in_another_frame_of_reference_is_refused(sarcoma_copy, other_frame_rtstruct):
+    found = scan_folder(sarcoma_copy)
+    structure_set = read_rtstruct(other_frame_rtstruct)
+    series = choose_series(found, referenced=structure_set.referenced_series)
+    assert structure_set.frame_of_reference == series.frame_of_reference        # the set-level frame agrees
+    roi = structure_set.rois[0]
+    assert roi.frame_of_reference == "1.2.826.0.1.3680043.8.498.1"
+    image = read_series(series)
+    with pytest.raises(ValueError, match=f"ROI {roi.name} is in frame of reference 1.2.826.0.1.3680043.8.498.1, "
+                                         f"the image in {series.frame_of_reference}"):
+        rasterise([roi], image, series.frame_of_reference)
+
+
+def test_the_prior_gtv_reader_refuses_an_roi_in_another_frame(sarcoma_copy, other_frame_rtstruct):
+    from diffumamba.inference.inputs import find_inputs
+    from diffumamba.propagation.prior_mask import read_prior_mask
+
+    ((_, load),) = find_inputs([sarcoma_copy / "image"], None)
+    with pytest.raises(ValueError, match="is in frame of reference 1.2.826.0.1.3680043.8.498.1"):
+        read_prior_mask(other_frame_rtstruct, load())

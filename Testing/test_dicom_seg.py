@@ -4,6 +4,7 @@ import highdicom as hd
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_validation import assert_valid_dicom
 
 from diffumamba.dicom.rtstruct import rasterise, read_rtstruct, select_rois
 from diffumamba.dicom.seg import read_seg, write_seg
@@ -46,6 +47,7 @@ def test_lung1_gtv_round_trips_through_our_seg(shared_data, tmp_path):
     labels[rasterise(select_rois(structure_set, "Spinal-Cord"), image) > 0] = 2
     path = tmp_path / "seg.dcm"
     write_seg(labels, {1: "GTV", 2: "Spinal cord"}, slices, path, colors={1: (255, 0, 0)})
+    assert_valid_dicom(path)
     back, names = read_seg(path, image, series.frame_of_reference)
     assert names == {1: "GTV", 2: "Spinal cord"} and np.array_equal(back, labels)
     seg = hd.seg.segread(str(path))   # a third-party reader agrees

@@ -4,8 +4,10 @@ the series and read back to the same voxels; off-grid, empty or unnamed labels a
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from dicom_validation import assert_valid_dicom
 
 from diffumamba.cli import main
+from diffumamba.dicom.rtstruct_writer import sub_voxel_islands
 from diffumamba.dicom.rtstruct import rasterise, read_rtstruct
 from diffumamba.dicom.seg import read_seg
 from diffumamba.dicom.series import choose_series, read_series, scan_folder
@@ -17,6 +19,8 @@ def test_label_map_to_rtstruct_and_seg(shared_data, tmp_path):
     out = tmp_path / "out"
     assert main(["export", str(mask_path), "--reference", str(case / "ct_dicom" / "image"), "--out", str(out),
                  "--name", "edited"]) == 0
+    for written in ("edited_rtstruct.dcm", "edited_seg.dcm"):
+        assert_valid_dicom(out / written)   # the CT's over-long Study ID is cut to 16 characters
     series = choose_series(scan_folder(case / "ct_dicom" / "image"))
     ct = read_series(series)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path))) > 0
@@ -43,3 +47,24 @@ def test_bad_label_maps_are_refused(shared_data, tmp_path, capsys):
         assert main(["export", str(tmp_path / f"{name}.nii.gz"), "--reference", str(case / "ct_dicom" / "image"),
                      "--out", str(out)]) == 2
         assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_speckle_is_exported_without_its_sub_voxel_islands_and_says_so(shared_data, tmp_path, capsys):
+    case = shared_data / "sts_sarcoma_ibsi" / "STS_019"
+    mask = sitk.ReadImage(str(case / "nifti" / "CT_mask.nii.gz"))
+    array = sitk.GetArrayFromImage(mask) > 0
+    speckle = np.zeros_like(array)
+    speckle[:, 2::4, 2::4] = True
+    speckle &= ~array
+    labels = sitk.GetImageFromArray((array | speckle).astype(np.uint8))
+    labels.CopyInformation(mask)
+    sitk.WriteImage(labels, str(tmp_path / "speckle.nii.gz"))
+    assert main(["export", str(tmp_path / "speckle.nii.gz"), "--reference", str(case / "ct_dicom" / "image"),
+                 "--out", str(tmp_path / "out"), "--format", "rtstruct"]) == 0
+    assert "warning: ROI GTV: dropped" in capsys.readouterr().err
+    assert_valid_dicom(tmp_path / "out" / "speckle_rtstruct.dcm")
+    ct = read_series(choose_series(scan_folder(case / "ct_dicom" / "image")))
+    back = rasterise(read_rtstruct(tmp_path / "out" / "speckle_rtstruct.dcm").rois, ct) > 0
+    written = array | speckle
+    islands = sub_voxel_islands(written)
+    assert islands.sum() > 10_000 and np.array_equal(back, written & ~islands)   # islands gone, all else kept

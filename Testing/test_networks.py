@@ -217,3 +217,23 @@ def test_pooled_projection_is_fp32_under_autocast():
     assert out.dtype == torch.float32
     out.sum().backward()
     assert conv.weight.grad.dtype == torch.float32 and conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("network", NETWORK_NAMES)
+def test_deep_supervision_only_in_training_mode_for_inputs_off_the_stride(network):
+    """20^3 is not a multiple of the total stride 8: eval mode gives one full-size tensor (it gave a list whose
+    second output was cropped to 10^3), training mode every level cropped to ceil(20 / stride)."""
+    config = small_3d(network, num_classes=2)
+    model = build_network(config)
+    x = torch.randn(1, 1, 20, 20, 20)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 20, 20, 20)
+    model.train()
+    levels = model(x)
+    assert [tuple(o.shape[2:]) for o in levels] == [(20,) * 3, (10,) * 3, (5,) * 3]
+    model.decoder.deep_supervision = False        # no other switch: the decoder's flag is not consulted alone
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), out)

@@ -80,3 +80,94 @@ def test_preprocess_command(lung_dataset, tmp_path, capsys):
     assert "0 case(s) preprocessed, 2 already cached" in capsys.readouterr().out
     assert main(["preprocess", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "dataset.json is missing" in capsys.readouterr().err
+
+
+def _tiny_raw_dataset(root):
+    """Three small CT-like cases as uncompressed NRRD (a file edited in place keeps its size)."""
+    import SimpleITK as sitk
+
+    from conftest import make_dataset
+
+    make_dataset(root, ["c0", "c1", "c2"])
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        label = np.zeros((12, 24, 24), np.uint8)
+        label[4:8, 8:14, 8:14] = 1
+        image = (rng.normal(-700, 30, label.shape) + 700.0 * label).astype(np.int16)
+        for array, path in ((image, root / "imagesTr" / f"c{k}_0000.nrrd"), (label, root / "labelsTr" / f"c{k}.nrrd")):
+            written = sitk.GetImageFromArray(array)
+            written.SetSpacing((1.0, 1.0, 2.0))
+            sitk.WriteImage(written, str(path))
+    return root
+
+
+def _tiny_plan(dataset):
+    fp = compute_fingerprint(dataset)
+    return make_plan(fp, fingerprint_hash(fp), max_patch=[8, 16, 16])
+
+
+def test_a_replaced_label_is_recomputed_even_with_the_same_size_and_time(tmp_path):
+    import os
+
+    import SimpleITK as sitk
+
+    root = _tiny_raw_dataset(tmp_path / "Dataset950_Tiny")
+    dataset = RawDataset(root)
+    plan = _tiny_plan(dataset)
+    folder, computed = preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre")
+    assert computed == 3
+    old_label = load_case(folder, "c1")[1]
+    path = root / "labelsTr" / "c1.nrrd"
+    stat = path.stat()
+    moved = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    moved = np.roll(moved, 3, axis=2)                            # the corrected contour: same size, another place
+    image = sitk.GetImageFromArray(moved)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(image, str(path))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))       # e.g. copied with 'cp -p' / rsync -t
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre") == (folder, 1)
+    new_label = load_case(folder, "c1")[1]
+    assert not np.array_equal(new_label, old_label) and np.array_equal(new_label, np.roll(old_label, 3, axis=2))
+    # A newer time alone (content as cached) is a change too: the case is recomputed once, then cached.
+    os.utime(root / "imagesTr" / "c2_0000.nrrd", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre") == (folder, 1)
+    assert preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre") == (folder, 0)
+
+
+def test_a_corrupt_cache_file_is_named_and_recomputed(tmp_path):
+    root = _tiny_raw_dataset(tmp_path / "Dataset950_Tiny")
+    dataset = RawDataset(root)
+    plan = _tiny_plan(dataset)
+    folder, _ = preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre")
+    good = load_case(folder, "c0")[0]
+    npz = folder / "cases" / "c0.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])   # a disk that filled up, a copy cut short
+    with pytest.raises(ValueError, match=r"cached case c0 .*c0\.npz.* is unreadable.*delete"):
+        load_case(folder, "c0")
+    assert preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre") == (folder, 1)
+    assert np.array_equal(load_case(folder, "c0")[0], good)
+    (folder / "cases" / "c2.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"cached case c2 .*c2\.json.* is unreadable"):
+        load_case(folder, "c2")
+    assert preprocess_cases(dataset.training_cases(), plan, tmp_path / "pre") == (folder, 1)
+
+
+def test_a_replaced_image_updates_the_fingerprint_the_plan_normalises_with(tmp_path):
+    """The intensity figures in fingerprint.json were recomputed only when the case names changed: a replaced
+    image kept the old CT statistics in the plan."""
+    import SimpleITK as sitk
+
+    from diffumamba.data.pipeline import prepare
+
+    root = _tiny_raw_dataset(tmp_path / "Dataset950_Tiny")
+    first = prepare(root, tmp_path / "pre", max_patch=[8, 16, 16], show_progress=False)
+    path = root / "imagesTr" / "c1_0000.nrrd"
+    brighter = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) + 300
+    image = sitk.GetImageFromArray(brighter.astype(np.int16))
+    image.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(image, str(path))
+    second = prepare(root, tmp_path / "pre", max_patch=[8, 16, 16], show_progress=False)
+    assert second.plan.intensities != first.plan.intensities and second.computed == 3
+    third = prepare(root, tmp_path / "pre", max_patch=[8, 16, 16], show_progress=False)
+    assert third.plan.intensities == second.plan.intensities and third.computed == 0

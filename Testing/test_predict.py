@@ -16,7 +16,7 @@ from diffumamba.dicom.seg import read_seg
 from diffumamba.dicom.series import choose_series, read_series, scan_folder
 from diffumamba.inference.predictor import predict_label_map
 from diffumamba.nets import NetworkConfig
-from diffumamba.training.checkpoint import load_model, save_checkpoint
+from diffumamba.checkpoint import load_model, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(checkpoint, shared_data, tmp_
     mr = shared_data / "brain_tumor_progression" / "01" / "Pre_Scan_T1.nii.gz"
     assert main(["predict", str(mr), "--model", str(model_path), "--out", str(out), "--progress", "none"]) == 2
     assert "does not look like a CT" in capsys.readouterr().err
-    assert not any(out.iterdir())
+    assert not out.exists()                     # created by the run, nothing written: removed (issue 14, 16d)
     pickle = tmp_path / "model.pth"
     torch.save({"a": torch.zeros(1)}, pickle)
     assert main(["predict", str(image_path), "--model", str(pickle), "--out", str(out)]) == 2
@@ -149,3 +149,53 @@ def test_predict_defaults_come_from_the_models_plan(everything_model, tmp_path):
     cropped = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "default" / "phantom03.nii.gz")))
     whole = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "none" / "phantom03.nii.gz")))
     assert whole.all() and 0 < cropped.sum() < 0.9 * whole.size
+
+
+def _predict_process(inputs, model, out, *options, limit=None):
+    """The real ``diffumamba predict`` in a child process, optionally under a file-size limit (what a full disk
+    looks like to a writer; Python ignores SIGXFSZ, so writes past it fail instead of killing the process)."""
+    import subprocess
+    import sys
+
+    prefix = f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); " if limit else ""
+    code = prefix + "import sys; from diffumamba.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "predict", *map(str, inputs), "--model", str(model),
+                             "--out", str(out), "--progress", "none", *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_full_disk_fails_predict_and_leaves_no_truncated_file(checkpoint, tmp_path):
+    """ITK's NIfTI writer cuts the file at the limit without raising: before issue 14 this exited 0."""
+    root, model_path = checkpoint
+    image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
+    out = tmp_path / "out"
+    child = _predict_process([image_path], model_path, out, "--probabilities", limit=20000)
+    stdout, stderr = child.communicate(timeout=300)
+    assert child.returncode == 2, stdout + stderr
+    assert f"could not write {out / 'phantom03.nii.gz'}: the file is truncated" in stderr
+    assert "1 of 1 case(s) failed: phantom03" in stderr and "wrote" not in stdout
+    assert not out.exists()                                   # nothing half-written, no empty folder
+
+
+def test_two_predicts_into_one_folder_do_not_mix(checkpoint, tmp_path):
+    """The second run is refused while the first holds --out; the first's files are its own, verified."""
+    import shutil
+    import time
+
+    root, model_path = checkpoint
+    image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i in range(4):                                         # long enough for the second run to meet it
+        shutil.copy(image_path, batch / f"case{i}_0000.nii.gz")
+    out = tmp_path / "out"
+    first = _predict_process([batch], model_path, out, "--tta")
+    deadline = time.monotonic() + 240
+    while not (out / ".diffumamba.lock").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = _predict_process([image_path], model_path, out)
+    second_out, second_err = second.communicate(timeout=300)
+    first_out, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2 and f"another run is writing {out} (pid {first.pid})" in second_err, second_err
+    assert sorted(p.name for p in out.iterdir()) == [f"case{i}.nii.gz" for i in range(4)]   # no lock, no partials

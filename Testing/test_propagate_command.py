@@ -238,3 +238,57 @@ def test_longitudinal_conversion_of_real_pairs(shared_data, tmp_path):
     warped_prior = array(out / "imagesTr" / "02_0002.nii.gz")         # the prior GTV, moved by a few voxels
     assert set(np.unique(warped_prior)) == {0.0, 1.0}
     assert warped_prior.sum() == pytest.approx(array(pair / "Pre_Mask.nii.gz").sum(), rel=0.1)
+
+
+LUNG1 = ("nsclc_radiomics_lung1_001", "nsclc_radiomics_lung1_003")
+
+
+def test_another_patients_scan_is_refused_as_the_follow_up(shared_data, tmp_path, capsys):
+    """LUNG1-001's GTV onto LUNG1-003's CT (both DICOM): refused by patient ID before any registration."""
+    prior, current = (shared_data / name for name in LUNG1)
+    out = tmp_path / "out"
+    assert main(["propagate", "--prior", str(prior / "ct"), "--prior-gtv", str(prior / "rtstruct" / "1-1.dcm"),
+                 "--prior-roi", "GTV-1", "--current", str(current / "ct"), "--out", str(out), "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffumamba propagate: error: the prior scan") and len(err.strip().splitlines()) == 1, err
+    assert "different patients (PatientID 'LUNG1-001' vs 'LUNG1-003'" in err and "--different-patients" in err
+    assert not out.exists()
+
+
+def test_different_patients_when_asked_give_a_result_or_a_quality_refusal_never_a_traceback(shared_data, tmp_path,
+                                                                                            capsys):
+    prior, current = (shared_data / name for name in LUNG1)
+    out = tmp_path / "out"
+    status = main(["propagate", "--prior", str(prior / "ct"), "--prior-gtv", str(prior / "rtstruct" / "1-1.dcm"),
+                   "--prior-roi", "GTV-1", "--current", str(current / "ct"), "--out", str(out), "--progress", "none",
+                   "--different-patients"])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "ITK ERROR" not in captured.err
+    if status == 2:                      # the registration's own figures refused it
+        line = captured.err.strip().splitlines()[-1]
+        assert line.startswith("diffumamba propagate: error: ") and "same patient" in line, captured.err
+        assert not out.exists()
+    else:
+        assert status == 0 and (out / "ct_propagation.json").is_file()
+
+
+def test_registration_failures_in_itk_are_one_error_line(tmp_path, capsys):
+    """An ITK exception (here: a current scan too small to smooth) becomes a message, not ITK's traceback."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    prior = np.full((20, 30, 30), -1000, np.int16)
+    prior[5:15, 5:25, 5:25] = 0
+    gtv = np.zeros(prior.shape, np.uint8)
+    gtv[8:12, 12:18, 12:18] = 1
+    for array, name in ((prior, "prior.nii.gz"), (gtv, "gtv.nii.gz"), (rng.normal(size=(3, 3, 3)) * 10 - 1000, "current.nii.gz")):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((2.5, 2.5, 2.5))
+        sitk.WriteImage(image, str(tmp_path / name))
+    out = tmp_path / "out"
+    assert main(["propagate", "--prior", str(tmp_path / "prior.nii.gz"), "--prior-gtv", str(tmp_path / "gtv.nii.gz"),
+                 "--current", str(tmp_path / "current.nii.gz"), "--out", str(out), "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diffumamba propagate: error: the registration of the prior scan onto the current one "
+                          "failed in ITK (") and len(err.splitlines()) == 1, err
+    assert "same patient" in err and not out.exists()

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from diffumamba.demo.phantom import make_phantom
-from diffumamba.propagation.prior_augmentation import dilate, erode, perturb_prior, shift
+from diffumamba.training.prior_augmentation import dilate, erode, perturb_prior, shift
 from diffumamba.propagation.registration import RegistrationSettings, looks_like_ct, register
 from diffumamba.propagation.simulate import SimulationSettings, change_tumour_volume, simulate_followup
 from diffumamba.propagation.warp import jacobian_range, warp_image, warp_mask
@@ -122,3 +122,30 @@ def test_prior_perturbations():
     assert torch.equal(shift(mask, (0, 1, -2))[0, 2:6, 5:13, 2:10], mask[0, 2:6, 4:12, 4:12])
     assert dilate(mask, 1).sum() > mask.sum() > erode(mask, 1).sum()
     assert torch.equal(erode(dilate(mask, 1), 1), mask)     # closing a box gives the box
+
+
+def test_registration_quality_gates_refuse_with_the_figure_that_failed():
+    """Folding, a poor final metric and a GTV outside the current CT's body are refused, each saying so."""
+    from diffumamba.propagation.pipeline import MAX_FINAL_METRIC, MAX_RIGID_METRIC, check_registration
+    from diffumamba.propagation.registration import Registration, RegistrationError
+
+    ct, label = make_phantom(0)
+    current = image(ct)
+    warped = label.astype(np.uint8)
+    good = Registration(None, None, {"deformable": 1.0}, MAX_RIGID_METRIC - 0.3, MAX_FINAL_METRIC - 0.5)
+    check_registration(good, warped, current, (0.7, 1.4))                   # a plausible registration passes
+    with pytest.raises(RegistrationError, match=r"folds space \(smallest Jacobian determinant -0.20"):
+        check_registration(good, warped, current, (-0.2, 1.4))
+    poor = Registration(None, None, {"deformable": 1.0}, MAX_RIGID_METRIC - 0.3, MAX_FINAL_METRIC + 0.05)
+    with pytest.raises(RegistrationError, match="matched the scans poorly \\(final metric .*same patient"):
+        check_registration(poor, warped, current, (0.7, 1.4))
+    poor_rigid = Registration(None, None, {}, MAX_RIGID_METRIC + 0.05, MAX_RIGID_METRIC + 0.05)
+    with pytest.raises(RegistrationError, match="matched the scans poorly \\(rigid metric"):
+        check_registration(poor_rigid, warped, current, (0.7, 1.4))
+    air = np.zeros_like(warped)
+    air[:3, :3, :3] = 1                                                    # a corner of air outside the body
+    assert ct[:3, :3, :3].max() < -500
+    with pytest.raises(RegistrationError, match="0 % of the registered prior GTV lies inside the current scan's body"):
+        check_registration(good, air, current, (0.7, 1.4))
+    with pytest.raises(RegistrationError, match="falls outside the current scan"):
+        check_registration(good, np.zeros_like(warped), current, (0.7, 1.4))

@@ -382,3 +382,28 @@ def test_download_job_cancel_mid_download_leaves_nothing(tmp_path, slow_server):
     assert result.cancelled and not result.ok and result.checkpoints == [] and result.error == ""
     assert job.progress()[0] < len(content)
     assert not cache.is_cached(entry) and not any(cache.root.iterdir())
+
+
+@pytest.mark.parametrize("field, value", [("id", "../x"), ("id", "a/b"), ("version", "../../evil"),
+                                          ("id", ".hidden"), ("version", ""), ("id", "x\\..\\y"), ("id", 7)])
+def test_ids_and_versions_that_are_not_plain_names_are_refused(tmp_path, field, value):
+    path = write_catalog(tmp_path / "Models.json", **{field: value})
+    with pytest.raises(CatalogError, match=f"{field} .* must be letters, digits"):
+        load_catalog(path)
+
+
+def test_a_cache_path_never_leaves_the_cache_root(tmp_path):
+    """An entry made without load_catalog (so unchecked) still cannot write or delete outside the cache."""
+    weights, digest = model_file(tmp_path)
+    entry = load_catalog(write_catalog(tmp_path / "Models.json", sha256=digest))[0]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    cache = ModelCache(tmp_path / "cache")
+    evil = dataclasses.replace(entry, id="../victim", version="x")
+    for call in (lambda: cache.folder(evil), lambda: cache.is_cached(evil), lambda: cache.import_file(evil, weights)):
+        with pytest.raises(CatalogError, match="outside the model cache|must be letters, digits"):
+            call()
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert not (tmp_path / "victim-x").exists()
+    assert cache.import_file(entry, weights)                      # a proper entry still installs

@@ -3,12 +3,10 @@
 import csv
 import json
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from diffumamba.cli import main
-from diffumamba.training.checkpoint import load_model
+from diffumamba.checkpoint import load_model
 from diffumamba.training.splits import fold_cases, kfold_splits, load_or_create_splits, subset
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import tumour_case
 
 from diffumamba.nets import isotropic_3d
-from diffumamba.training.checkpoint import load_model
+from diffumamba.checkpoint import load_model
 from diffumamba.training.trainer import Trainer, TrainSettings, default_learning_rate
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from conftest import tumour_case
 
 from diffumamba.nets import isotropic_3d
-from diffumamba.training.checkpoint import load_model
+from diffumamba.checkpoint import load_model
 from diffumamba.training.label_noise import corrupt_label
 from diffumamba.training.sampling import TrainingCase
 from diffumamba.training.trainer import Trainer, TrainSettings

@@ -39,7 +39,7 @@ def make_checkpoints(folder: Path, preset: str | None, model: Path | None) -> di
     from diffumamba.data.plan import PRESETS, Preset, make_plan
     from diffumamba.nets import build_network
     from diffumamba.nets.config import NetworkConfig
-    from diffumamba.training.checkpoint import load_checkpoint, save_checkpoint
+    from diffumamba.checkpoint import load_checkpoint, save_checkpoint
 
     if model is not None:
         header, _, _ = load_checkpoint(model)
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
                 results[network].append(result)
                 print(f"round {round_index + 1} {network}: {result['wall_s']:.1f} s, {result['peak_mb']:.0f} MB",
                       file=sys.stderr, flush=True)
-        from diffumamba.training.checkpoint import load_checkpoint
+        from diffumamba.checkpoint import load_checkpoint
 
         plan = load_checkpoint(checkpoints["diffumamba"])[0]["plan"]
     print(f"LUNG1-001 (512 x 512 x 134 DICOM) -> NIfTI label map; preset {args.preset}; spacing "

@@ -16,4 +16,5 @@ fi
 # slicer-core is Slicer's MRML and Segmentations libraries without Qt, and PySide6-Essentials supplies the real Qt
 # API the strict Qt stand-ins are checked against (test dependencies only; inside Slicer the application has both).
 .venv/bin/python -m pip install --quiet "slicer-core>=5.12" "PySide6-Essentials>=6.5"
+# Optional (needs root, so not done here): `apt-get install -y dicom3tools` for dciodvfy, without which the DICOM conformance tests fail.
 .venv/bin/diffumamba info

@@ -37,6 +37,7 @@ REQUIRED = ("id", "name", "version", "task", "input_channels", "url", "sha256", 
 TASKS = ("segmentation", "propagation")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")   # ids and versions: they become cache folder names
 LOCAL_FOLDER = "local"          # ModelCache.root / "local" / "<name>-<sha256[:12]>": imports without an entry
 BLOCK = 1 << 18                 # download block; cancelling is checked between blocks
 
@@ -166,6 +167,10 @@ def load_catalog(path: Path) -> list[ModelEntry]:
             raise CatalogError(f"{where}: input_channels must be a non-empty list of names")
         if not isinstance(item["url"], str):
             raise CatalogError(f"{where}: url must be text")
+        for key in ("id", "version"):
+            problem = _name_problem(key, item[key])
+            if problem:
+                raise CatalogError(f"{where}: {problem}")
         _check_optional(item, where)
         try:
             resolved = resolve_url(item["url"], folder)
@@ -180,6 +185,23 @@ def load_catalog(path: Path) -> list[ModelEntry]:
                                   item.get("description", ""), item.get("size_bytes"), dict(item.get("seconds", {})),
                                   item.get("intended_use", ""), dict(item.get("accuracy", {})), folder, resolved))
     return entries
+
+
+def _name_problem(key: str, value) -> str:
+    """Why ``value`` cannot be an entry's ``key`` (id or version), or ''. Both become a folder name in the
+    cache, so anything but a plain name ('../x', 'a/b', '.hidden') is refused."""
+    if isinstance(value, str) and SAFE_NAME.match(value):
+        return ""
+    return (f"{key} {value!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit "
+            f"(it names a folder in the model cache)")
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` when it lies strictly inside ``root`` (after resolving '..' and links); else CatalogError."""
+    base, resolved = Path(root).resolve(), Path(path).resolve()
+    if resolved == base or base not in resolved.parents:
+        raise CatalogError(f"{path} lies outside the model cache {base}; refusing to write or delete there")
+    return path
 
 
 def default_cache_dir() -> Path:
@@ -201,7 +223,13 @@ class ModelCache:
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def folder(self, entry: ModelEntry) -> Path:
-        return self.root / f"{entry.id}-{entry.version}"
+        """``root/<id>-<version>``; an id or version that is not a plain name, or a folder that would lie
+        outside ``root``, raises CatalogError (an entry may be made without ``load_catalog``)."""
+        for key in ("id", "version"):
+            problem = _name_problem(key, getattr(entry, key))
+            if problem:
+                raise CatalogError(f"model {entry.name!r}: {problem}")
+        return _inside(self.root, self.root / f"{entry.id}-{entry.version}")
 
     def is_cached(self, entry: ModelEntry) -> bool:
         return (self.folder(entry) / "VERIFIED").is_file() and bool(self.checkpoints(entry))
@@ -216,6 +244,7 @@ class ModelCache:
         ``DownloadCancelled`` and leaves nothing in the cache."""
         if self.is_cached(entry):
             return self.checkpoints(entry)
+        self.folder(entry)                           # refuses a folder outside the cache before downloading
         source = resolve_url(entry.url, entry.catalog_dir)
         stop = should_stop or (lambda: False)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -245,6 +274,7 @@ class ModelCache:
     def import_file(self, entry: ModelEntry, path: Path) -> list[Path]:
         """Offline sites: a checkpoint or zip obtained by other means, verified like a download."""
         path = Path(path)
+        self.folder(entry)                           # refuses a folder outside the cache before any work
         if not path.is_file():
             raise FileNotFoundError(f"no such model file: {path}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -266,7 +296,7 @@ class ModelCache:
                                     if kind in (".pt", ".pth", ".ckpt", ".pkl", ".bin") else ""))
         digest = sha256_of(path)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "model"
-        folder = self.root / LOCAL_FOLDER / f"{stem[:60]}-{digest[:12]}"
+        folder = _inside(self.root, self.root / LOCAL_FOLDER / f"{stem[:60]}-{digest[:12]}")
         marker = folder / "VERIFIED"
         if marker.is_file() and marker.read_text().strip() == digest:
             found = sorted(folder.glob("**/*.safetensors"))
@@ -307,6 +337,7 @@ class ModelCache:
                 if (folder / "VERIFIED").is_file()}
 
     def _install(self, entry: ModelEntry, source: Path) -> list[Path]:
+        folder = self.folder(entry)                  # refuses a folder outside the cache before any work
         actual = sha256_of(source)
         if actual != entry.sha256:
             raise ChecksumError(f"{source.name} is not {entry.name} {entry.version}: its SHA-256 is {actual}, the "
@@ -321,7 +352,6 @@ class ModelCache:
             if not list(staging.glob("**/*.safetensors")):
                 raise ModelFileError(f"{source.name} holds no .safetensors checkpoint")
             (staging / "VERIFIED").write_text(entry.sha256 + "\n")
-            folder = self.folder(entry)
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(staging, folder)

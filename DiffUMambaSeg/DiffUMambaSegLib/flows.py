@@ -68,18 +68,25 @@ def finish_segmentation(scene, job: Job, volume_node, name: Optional[str] = None
 
 
 def gtv_segments(segmentation, name: Optional[str] = None) -> list[str]:
-    """The segments that make the prior GTV: ``name`` if given; else the only segment; else every segment named
-    like a GTV (``gtv.*``, case-insensitive: SlicerRT loads an RTSTRUCT's ROIs as segments named GTV-1, GTVp...)."""
+    """The segments that make the prior GTV, by the rule of ``diffumamba.dicom.roi_choice.choose_names`` (this
+    module runs without torch and cannot import the package; Testing/test_dicom_conformance.py holds the two to
+    one table): ``name`` if given (its exact name ignoring case, else a case-insensitive regex matching the whole
+    name); else the only segment; else every segment named like a GTV (``gtv.*``, case-insensitive: SlicerRT
+    loads an RTSTRUCT's ROIs as segments named GTV-1, GTVp...)."""
     import re
 
     content = segmentation.GetSegmentation()
     names = [content.GetNthSegment(n).GetName() for n in range(content.GetNumberOfSegments())]
-    if name is not None:
-        chosen = [n for n in names if n == name]
-    elif len(names) == 1:
-        chosen = names
-    else:
-        chosen = [n for n in names if re.fullmatch(r"gtv.*", n, re.IGNORECASE)]
+    if name is None and len(names) == 1:
+        return names
+    pattern = r"gtv.*" if name is None else name
+    chosen = [n for n in names if n.casefold() == pattern.casefold()]
+    if not chosen:
+        try:
+            regex = re.compile(pattern, re.IGNORECASE)
+        except re.error as err:
+            raise ValueError(f"bad segment name or pattern {pattern!r}: {err}") from None
+        chosen = [n for n in names if regex.fullmatch(n)]
     if not chosen:
         wanted = repr(name) if name is not None else "named like GTV"
         raise ValueError(f"the prior segmentation has no segment {wanted}; it has {', '.join(names) or 'none'}")

@@ -1,23 +1,58 @@
 """The ``diffumamba`` command line: one sub-command per job, each in ``diffumamba.commands``.
 
-Errors the user can fix (bad files, bad options) are reported as one ``error:`` line on stderr with
-exit status 2 and no traceback; anything else is a bug and keeps its traceback.
+Errors the user can fix (bad files, bad options, a full disk, an unwritable folder, too little memory) are
+reported as one ``error:`` line on stderr naming the file, with exit status 2 and no traceback; anything else
+is a bug and keeps its traceback. ``--debug`` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import traceback
 
 from .commands import convert, demo, evaluate, experiment, export, info, network, predict, preprocess, propagate, train
+from .files import OutputError
 
 
 class UserError(Exception):
     """A problem with the user's input, reported without a traceback."""
 
 
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+               FileExistsError, MemoryError, OutputError)
+USER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+               errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_ERRNO_HINTS = {errno.ENOSPC: "free some space or write elsewhere", errno.EROFS: "the file system is read-only; "
+                "write elsewhere", errno.EACCES: "check its permissions or write elsewhere", errno.EPERM:
+                "check its permissions or write elsewhere", errno.EEXIST: "remove it or choose another name",
+                errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+                errno.EISDIR: "it is a folder; give a file", errno.EFBIG: "the file size limit (ulimit -f) was reached"}
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is the user's to fix (one error line) rather than a bug (a traceback)."""
+    if isinstance(err, USER_ERRORS) or type(err).__name__ == "OutOfMemoryError":   # torch.cuda.OutOfMemoryError
+        return True
+    return isinstance(err, OSError) and err.errno in USER_ERRNOS
+
+
+def describe(err: BaseException) -> str:
+    """One line for a user error: OSErrors name their file and say what to do."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        return f"{reason}: not enough memory; close other programs, use smaller images or another --device"
+    if isinstance(err, OSError) and not isinstance(err, OutputError) and err.strerror:
+        names = " -> ".join(str(n) for n in (err.filename, err.filename2) if n is not None) or "a file"
+        hint = _ERRNO_HINTS.get(err.errno)
+        return f"{names}: {err.strerror}" + (f"; {hint}" if hint else "")
+    return str(err)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffumamba", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, info, network, convert, preprocess, train, evaluate, experiment, predict, propagate, export):
         module.add_parser(commands)
@@ -28,12 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (UserError, ValueError, FileNotFoundError, PermissionError) as err:
-        print(f"diffumamba {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"diffumamba {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:            # MemoryError is an Exception too
+        if not is_user_error(err):
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"diffumamba {args.command}: error: {describe(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

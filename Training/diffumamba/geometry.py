@@ -1,10 +1,13 @@
-"""Comparing image grids: every place two images must line up voxel for voxel uses one rule."""
+"""Image geometry shared by inference, propagation and training: comparing grids (every place two images must
+line up voxel for voxel uses one rule), boxes, and the body of a CT."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-__all__ = ["grid_differences", "padded_box", "bounding_box"]
+__all__ = ["grid_differences", "padded_box", "bounding_box", "body_array"]
 
 
 def grid_differences(a, b) -> list[str]:
@@ -36,3 +39,17 @@ def bounding_box(mask: np.ndarray, spacing, margin_mm: float = 0.0) -> tuple[sli
     """Array slices of ``mask``'s bounding box plus ``margin_mm``, clipped to the array."""
     where = np.argwhere(mask)
     return padded_box(where.min(0), where.max(0) + 1, spacing, margin_mm, mask.shape)
+
+
+def body_array(hu: np.ndarray) -> Optional[np.ndarray]:
+    """The body of a CT (the lung box and the registration mask both need it): the largest component above
+    -500 HU, holes filled slice by slice; None if there is no tissue."""
+    from scipy import ndimage
+
+    body, count = ndimage.label(hu > -500)
+    if count == 0:
+        return None
+    sizes = np.bincount(body.ravel())
+    sizes[0] = 0
+    body = body == sizes.argmax()
+    return np.stack([ndimage.binary_fill_holes(plane) for plane in body])

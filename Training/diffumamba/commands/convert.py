@@ -78,27 +78,65 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..convert.run import ConversionReport, convert_cases
-    from ..convert.writer import DatasetWriter
+    from ..convert.run import ConversionReport, replaces_a_dataset
+    from ..files import output_lock
 
     report = ConversionReport()
     cases, channels, labels, task = _CASES[args.source_kind](args, report)
-    writer = DatasetWriter(args.out, channels, labels, args.file_ending, overwrite=args.overwrite, append=args.append,
-                           description=f"converted by diffumamba convert {args.source_kind}", task=task)
-    for name, reason in report.failed:
-        tqdm.write(f"{name}: FAILED: {reason}")
-    convert_cases(cases, writer, report, progress=lambda items: tqdm(items, desc="convert", unit="case"),
-                  warn=tqdm.write)
-    if not report.converted:
-        raise ValueError(f"no case converted ({len(report.failed)} failed)")
-    path = writer.finish()
+    # --overwrite builds the new dataset in a sibling folder and swaps it in only once it has cases, so a
+    # conversion where every case fails (or Ctrl-C) leaves the old dataset as it was.
+    aside = args.overwrite and replaces_a_dataset(args.out)
+    created = not args.out.exists()
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with output_lock(args.out, "dataset folder"):   # two conversions into one dataset never mix
+            return _convert(args, report, cases, channels, labels, task, aside)
+    finally:
+        if created and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()
+
+
+def _convert(args, report, cases, channels, labels, task, aside) -> int:
+    from tqdm import tqdm
+
+    from ..convert.run import build_aside, convert_cases
+    from ..convert.writer import DatasetWriter
+
+    with build_aside(args.out) if aside else _nothing(args.out) as target:
+        writer = DatasetWriter(target.folder, channels, labels, args.file_ending, overwrite=args.overwrite,
+                               append=args.append, description=f"converted by diffumamba convert {args.source_kind}",
+                               task=task)
+        for name, reason in report.failed:
+            tqdm.write(f"{name}: FAILED: {reason}")
+        convert_cases(cases, writer, report, progress=lambda items: tqdm(items, desc="convert", unit="case"),
+                      warn=tqdm.write)
+        if not report.converted:
+            kept = f"; the dataset already in {args.out} was left as it was" if aside else ""
+            raise ValueError(f"no case converted ({len(report.failed)} failed){kept}")
+        writer.finish()
+        target.commit()
+    path = args.out / "dataset.json"
     print(f"converted {len(report.converted)} case(s) into {args.out} ({path.name} lists {len(writer.cases)})")
     if report.failed:
         print(f"{len(report.failed)} case(s) failed: " + ", ".join(name for name, _ in report.failed))
         return 1
     return 0
+
+
+class _nothing:
+    """The target of a conversion written in place (no dataset to replace)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def commit(self) -> None:
+        pass
 
 
 def _pair_cases(args, report):

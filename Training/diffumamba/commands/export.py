@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 DICOM_FORMATS = ("rtstruct", "dicom-seg")
@@ -32,7 +33,6 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import SimpleITK as sitk
 
     from ..evaluation.images import case_id, read_label_map
     from ..geometry import grid_differences
@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     names = {0: "background", **{i + 1: n for i, n in enumerate(args.names)}}
     case.name = args.name or case_id(args.label_map) or args.label_map.name.split(".")[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    written = write_prediction(case, Prediction(labels.astype(np.uint8)), args.out, args.formats, names,
-                               warn=lambda m: print(m, file=sys.stderr))
+    with warnings.catch_warnings(record=True) as caught:      # e.g. sub-voxel islands left out of the RTSTRUCT
+        warnings.simplefilter("always", UserWarning)
+        written = write_prediction(case, Prediction(labels.astype(np.uint8)), args.out, args.formats, names,
+                                   warn=lambda m: print(m, file=sys.stderr))
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "sub-voxel" in str(warning.message):
+            print(f"warning: {warning.message}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

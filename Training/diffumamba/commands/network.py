@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size:
         if len(args.input_size) != config.spatial_dims:
             raise ValueError(f"--input-size needs {config.spatial_dims} numbers for a {config.spatial_dims}D network")
-        model.eval()
+        model.train()            # training mode: the deep-supervision outputs too (eval mode returns only the first)
         with torch.no_grad():
             out = model(torch.zeros(1, config.in_channels, *args.input_size))
         outputs = out if isinstance(out, list) else [out]

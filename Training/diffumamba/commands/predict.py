@@ -14,8 +14,9 @@ def add_parser(commands) -> None:
         "predict", help="segment images with trained checkpoints",
         description="Each INPUT is a DICOM series folder, an image file (NIfTI, NRRD, MHA) or a folder of image "
                     "files. Several --model checkpoints are ensembled (probabilities averaged). Outputs lie exactly "
-                    "on the input grid; DICOM SEG and RTSTRUCT reference the input series. Exit 1 if a case failed "
-                    "(the others are still written), 2 for bad options or models.")
+                    "on the input grid; DICOM SEG and RTSTRUCT reference the input series. Exit 2 if a case failed "
+                    "(the others are still written; the failed ones are named) or for bad options or models. "
+                    "One run at a time writes into an --out folder.")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
     parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="CHECKPOINT",
                         help="one or more .safetensors checkpoints of one plan (e.g. the 5 folds)")
@@ -24,6 +25,8 @@ def add_parser(commands) -> None:
                         help="output formats (default nifti); dicom-seg and rtstruct need a DICOM input")
     parser.add_argument("--series-uid", help="the series to segment when a DICOM folder holds several")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--replace-nonfinite", action="store_true",
+                        help="replace NaN/Inf voxels with the image's minimum (and say how many) instead of refusing the image")
     parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings (8x slower)")
     parser.add_argument("--overlap", type=float,
                         help="sliding-window overlap (default: the model's, e.g. 0.25 for the lung-cpu preset, else 0.5)")
@@ -39,22 +42,56 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..files import output_lock
     from ..inference.inputs import find_inputs
-    from ..inference.lung_box import lung_box
     from ..inference.models import check_overlap, load_ensemble
+
+    check_overlap(args.overlap)                      # before loading any checkpoint
+    ensemble = load_ensemble(args.model, args.device)
+    if len(ensemble.plan["channel_names"]) != 1:
+        raise ValueError(f"the model takes {len(ensemble.plan['channel_names'])} input channels; predict segments "
+                         "single-channel images (propagation models are run by 'diffumamba propagate')")
+    cases = find_inputs(args.inputs, args.series_uid, ensemble.plan["channel_names"][0],
+                        replace_nonfinite=args.replace_nonfinite)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    created = not args.out.exists()
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _folder_error(args.out, err) from err
+    try:
+        with output_lock(args.out):                  # a second run into --out is refused, not mixed with ours
+            failed = _predict_cases(args, ensemble, cases)
+    finally:
+        if created and not any(args.out.iterdir()):
+            args.out.rmdir()                         # nothing written: leave no empty folder behind
+    if failed:
+        from ..cli import UserError
+
+        others = f"; the other cases were written to {args.out}" if len(failed) < len(cases) else ""
+        raise UserError(f"{len(failed)} of {len(cases)} case(s) failed: {', '.join(failed)} (reasons above){others}")
+    return 0
+
+
+def _folder_error(folder: Path, err: OSError) -> OSError:
+    """mkdir's errors name the deepest folder; say which --out could not be made and why."""
+    from ..cli import describe
+    from ..files import OutputError
+
+    return OutputError(err.errno, f"cannot create --out {folder}: {describe(err)}")
+
+
+def _predict_cases(args: argparse.Namespace, ensemble, cases) -> list[str]:
+    """Segment and write every case; a user error or lack of memory fails that case only. Returns the failed."""
+    from ..cli import describe, is_user_error
+    from ..inference.lung_box import lung_box
     from ..inference.outputs import write_prediction
     from ..inference.predictor import predict_in_box
     from ..inference.progress import make_progress
 
-    check_overlap(args.overlap)                      # before loading any checkpoint
-    ensemble = load_ensemble(args.model, args.device)
     networks, plan, device = ensemble.networks, ensemble.plan, ensemble.device
-    if len(plan["channel_names"]) != 1:
-        raise ValueError(f"the model takes {len(plan['channel_names'])} input channels; predict segments "
-                         "single-channel images (propagation models are run by 'diffumamba propagate')")
     overlap, crop, label_names = ensemble.overlap(args.overlap), ensemble.crop(args.crop), ensemble.label_names
-    cases = find_inputs(args.inputs, args.series_uid, plan["channel_names"][0])
-    args.out.mkdir(parents=True, exist_ok=True)
     progress = make_progress(args.progress)
     failed = []
     try:
@@ -79,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
                 written = write_prediction(case, prediction, args.out, args.formats, label_names,
                                            warn=lambda m: print(m, file=sys.stderr))
                 report("done", 1.0)
-            except (ValueError, RuntimeError, OSError) as err:
+            except Exception as err:
+                if not is_user_error(err):
+                    raise
                 failed.append(name)
-                print(f"{name}: FAILED: {err}", file=sys.stderr)
+                print(f"{name}: FAILED: {describe(err)}", file=sys.stderr, flush=True)
                 continue
             voxel_ml = _voxel_ml(case.image)
             volumes = ", ".join(f"{label_names[v]} {(prediction.labels == v).sum() * voxel_ml:.1f} ml"
@@ -89,9 +128,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {volumes}; wrote {', '.join(p.name for p in written)}", file=sys.stdout, flush=True)
     finally:
         progress.close()
-    if failed and len(failed) == len(cases):
-        raise ValueError(f"no case could be segmented ({', '.join(failed)})")
-    return 1 if failed else 0
+    return failed
 
 
 def _voxel_ml(image) -> float:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from ..files import output_lock
 from ..inference.outputs import FORMATS
 from .registration_options import add_registration_arguments, registration_settings
 
@@ -36,6 +37,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--current-series-uid", help="the current series when the --current folder holds several")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["nifti"], dest="formats",
                         help="output formats (default nifti); dicom-seg and rtstruct need a DICOM --current")
+    parser.add_argument("--different-patients", action="store_true",
+                        help="propagate although the prior and current DICOM series name different patients "
+                             "(PatientID or patient name), e.g. after re-anonymisation; refused otherwise")
     parser.add_argument("--save-registered", action="store_true",
                         help="also write the registered prior scan and prior GTV on the current grid (for review)")
     add_registration_arguments(parser)
@@ -88,22 +92,25 @@ def run(args: argparse.Namespace) -> int:
                          "needs two scans of the same modality")
     if any(f in ("dicom-seg", "rtstruct") for f in args.formats) and current.slices is None:
         raise ValueError("DICOM SEG and RTSTRUCT outputs need the current scan as a DICOM series")
+    if not args.different_patients:
+        check_same_patient(prior, current, args.prior, args.current)
     prior_mask = read_prior_mask(args.prior_gtv, prior, args.prior_roi, args.prior_label)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     progress = make_progress(args.progress)
     try:
         result = propagate(current.image, prior.image, prior_mask, settings, networks=networks, plan=plan,
                            overlap=overlap, device=device, crop=crop, search_margin_mm=args.search_margin_mm or None,
                            progress=lambda stage, fraction: progress.report(stage, 0.95 * fraction, current.name))
         progress.report("write", 0.95, current.name)
-        written = write_prediction(current, Prediction(result.labels), args.out, args.formats, label_names,
-                                   warn=lambda m: print(m, file=sys.stderr))
-        if args.save_registered:
-            written += _write_registered(current, result, args.out)
-        report_path = args.out / f"{current.name}_propagation.json"
-        _write_report(report_path, args, settings, result.report)
-        written.append(report_path)
+        args.out.mkdir(parents=True, exist_ok=True)     # only now: a refused registration leaves no folder
+        with output_lock(args.out):                     # a second run into the same folder is refused
+            written = write_prediction(current, Prediction(result.labels), args.out, args.formats, label_names,
+                                       warn=lambda m: print(m, file=sys.stderr))
+            if args.save_registered:
+                written += _write_registered(current, result, args.out)
+            report_path = args.out / f"{current.name}_propagation.json"
+            _write_report(report_path, args, settings, result.report)
+            written.append(report_path)
         progress.report("done", 1.0, current.name)
     finally:
         progress.close()
@@ -114,6 +121,32 @@ def run(args: argparse.Namespace) -> int:
           f"result {r['dice_registered_prior_vs_result']:.3f}; registration "
           f"{sum(r['registration_seconds'].values()):.0f} s; wrote {', '.join(p.name for p in written)}")
     return 0
+
+
+def _patient(case) -> tuple[str, str]:
+    """(PatientID, patient name) of a DICOM input, stripped; ('', '') for an image file."""
+    if not case.slices:
+        return "", ""
+    header = case.slices[0]
+    return (str(getattr(header, "PatientID", "") or "").strip(),
+            " ".join(str(getattr(header, "PatientName", "") or "").replace("^", " ").split()).lower())
+
+
+def check_same_patient(prior, current, prior_path=None, current_path=None) -> None:
+    """Refuse a prior and a current DICOM series of different patients (PatientID, or patient name, where both
+    series give one); image files carry no patient, so nothing is checked for them."""
+    (prior_id, prior_name), (current_id, current_name) = _patient(prior), _patient(current)
+    problems = []
+    if prior_id and current_id and prior_id != current_id:
+        problems.append(f"PatientID {prior_id!r} vs {current_id!r}")
+    if prior_name and current_name and prior_name != current_name:
+        problems.append(f"patient name {str(prior.slices[0].PatientName)!r} vs {str(current.slices[0].PatientName)!r}")
+    if problems:
+        raise ValueError(f"the prior scan ({prior_path or prior.name}) and the current scan ({current_path or current.name}) "
+                         f"are of different "
+                         f"patients ({'; '.join(problems)}): a GTV is propagated onto the same patient's follow-up "
+                         "only. Give that patient's scans, or --different-patients if you know they are one patient "
+                         "(e.g. re-anonymised)")
 
 
 def _one_case(path: Path, series_uid, modality, option: str):

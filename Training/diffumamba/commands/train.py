@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 from .preprocess import add_plan_arguments
 
@@ -24,7 +25,14 @@ def add_parser(commands) -> None:
     add_training_arguments(parser)
     parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN/last.safetensors (same network, features, method and seed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in a --run-dir that already holds a run: its checkpoints, log and "
+                             "TensorBoard events are replaced (without it such a folder is refused)")
+    parser.add_argument("--replace-nonfinite", action="store_true",
+                        help="replace NaN/Inf voxels of the training images with each image's minimum instead of "
+                             "refusing the image")
     parser.set_defaults(run=run)
 
 
@@ -110,7 +118,51 @@ def prepare_from_args(args: argparse.Namespace, network: str):
                    task=getattr(args, "task", "auto"))
 
 
+# What a training run writes into its folder (``--overwrite`` removes them before starting again).
+RUN_FILES = ("last.safetensors", "best.safetensors", "log.csv", "cases.json", "dale_partition.json")
+RUN_FOLDERS = ("tensorboard",)
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    return [name for name in (*RUN_FILES, *RUN_FOLDERS) if (run_dir / name).exists()]
+
+
+def check_run_dir(args: argparse.Namespace) -> Optional[dict]:
+    """Refuse what would mix two runs in one folder, before anything is read or written; returns the header of the
+    checkpoint to resume (None for a new run)."""
+    from ..checkpoint import load_checkpoint
+
+    run_dir = args.run_dir
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --run-dir and --overwrite starts it again: give one of them")
+    if not args.resume:
+        found = existing_run_files(run_dir)
+        if found and not args.overwrite:
+            raise ValueError(f"{run_dir} already holds a training run ({', '.join(found)}): continue it with "
+                             "--resume, train into a new --run-dir, or pass --overwrite to start it again")
+        return None
+    path = run_dir / "last.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    header = load_checkpoint(path)[0]
+    saved_method = header.get("method", {}).get("name", "supervised")
+    saved_seed = header.get("training", {}).get("settings", {}).get("seed")
+    saved_network = header.get("network", {}).get("network")
+    problem = None
+    if saved_method != args.method:
+        problem = f"was trained with --method {saved_method}, not {args.method}"
+    elif saved_network != args.network:
+        problem = (f"was trained with network {saved_network} features "
+                   f"{header.get('network', {}).get('features_per_stage')}, not {args.network}")
+    elif saved_seed is not None and saved_seed != args.seed:
+        problem = f"was trained with --seed {saved_seed}, not --seed {args.seed}"
+    if problem:
+        raise ValueError(f"{run_dir} {problem}; resume with the same options or train into a new folder")
+    return header
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..data.dataset import replacing_nonfinite
     from ..files import atomic_write_text
     from ..training.case_roles import assign_roles, load_cases
     from ..training.sampling import TrainingCase
@@ -119,9 +171,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method == "diffcl" and args.labeled_fraction >= 1 and not args.labeled:
         raise ValueError("--method diffcl needs unlabelled cases: give --labeled-fraction below 1 or --labeled")
-    if args.resume and not (args.run_dir / "last.safetensors").exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {args.run_dir / 'last.safetensors'}")
-    prepared = prepare_from_args(args, args.network)
+    header = check_run_dir(args)
+    if header is not None:
+        trained = header.get("training", {}).get("epoch", 0)
+        if trained >= args.epochs:
+            # Nothing to do is not an error: a resume loop around a finished run succeeds (exit 0), and says so.
+            print(f"{args.run_dir} is complete: trained for {trained} epoch(s), --epochs {args.epochs}; "
+                  f"nothing to do (resume with --epochs above {trained} to train longer)")
+            return 0
+    with replacing_nonfinite(args.replace_nonfinite):
+        prepared = prepare_from_args(args, args.network)
     names = [c.name for c in prepared.cases]
     splits = load_or_create_splits(args.dataset / "splits_final.json", names, args.folds,
                                    group_pattern=args.group_pattern) if args.fold != "all" else None
@@ -132,11 +191,16 @@ def run(args: argparse.Namespace) -> int:
                          args.corrupt_voxels)
     if args.method == "diffcl" and not roles.unlabeled:
         raise ValueError("--method diffcl needs unlabelled cases: give --labeled-fraction below 1 or --labeled")
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.run_dir / "cases.json", json.dumps({"fold": args.fold, "train_fraction": args.train_fraction,
-                                                           "seed": args.seed, "train": train_names,
-                                                           "val": val_names, "method": args.method,
-                                                           **roles.to_dict()}, indent=2) + "\n")
+    cases = {"fold": args.fold, "train_fraction": args.train_fraction, "seed": args.seed, "train": train_names,
+             "val": val_names, "method": args.method, **roles.to_dict()}
+    if header is not None:
+        saved = header.get("cases", {})
+        now = {"fold": args.fold, "train": train_names, "val": val_names, **roles.to_dict()}
+        different = sorted(k for k in now if k in saved and saved[k] != now[k])
+        if different:
+            raise ValueError(f"{args.run_dir} was trained on other cases ({', '.join(different)} differ: another "
+                             "--fold, --train-fraction, --labeled or --corrupt option?); resume with the same options "
+                             "or train into a new folder")
     plan = prepared.plan
     meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names,
                                                 **roles.to_dict()}}
@@ -146,8 +210,14 @@ def run(args: argparse.Namespace) -> int:
                       args.run_dir, training_settings(args, args.seed, args.validate_every, plan.task),
                       batch_size=args.batch_size or plan.batch_size, meta=meta, unlabeled_cases=unlabelled)
     if args.resume:
-        trainer.resume()
+        trainer.resume()          # refuses another network config or seed before anything is written
         print(f"resuming after epoch {trainer.start_epoch}")
+    elif args.overwrite and trainer.rank == 0:
+        removed = remove_run_files(args.run_dir)
+        if removed:
+            print(f"--overwrite: removed {', '.join(removed)} from {args.run_dir}")
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.run_dir / "cases.json", json.dumps(cases, indent=2) + "\n")
     print(f"training {plan.network['network']} ({args.method}) on {len(labelled)} labelled case(s)"
           f"{f' ({len(roles.corrupted)} corrupted)' if roles.corrupted else ''}"
           f"{f' and {len(unlabelled)} unlabelled' if unlabelled else ''}, validating on {len(val_names)}; "
@@ -155,3 +225,14 @@ def run(args: argparse.Namespace) -> int:
     trainer.fit()
     print(f"checkpoints and log: {args.run_dir}")
     return 0
+
+
+def remove_run_files(run_dir: Path) -> list[str]:
+    """Delete what an earlier run wrote into ``run_dir`` (``--overwrite``); other files are left alone."""
+    import shutil
+
+    removed = existing_run_files(run_dir)
+    for name in removed:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return removed

@@ -48,7 +48,7 @@ def load_dicom_case(folder: Path, roi_pattern: str):
         raise ValueError(f"the RTSTRUCT's frame of reference {structure_set.frame_of_reference} differs from the "
                          f"CT's {series.frame_of_reference}: its contours do not belong to this image")
     image = read_series(series)
-    mask = rasterise(rois, image)
+    mask = rasterise(rois, image, series.frame_of_reference)
     if not mask.any():
         raise ValueError(f"ROI {', '.join(r.name for r in rois)} rasterises to an empty mask on the CT grid")
     label = sitk.GetImageFromArray(mask)

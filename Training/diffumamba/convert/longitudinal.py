@@ -14,7 +14,6 @@ learns to correct real registration errors, not ideal warps):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 

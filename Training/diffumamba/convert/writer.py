@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, remove_orphans, write_error
 from ..geometry import grid_differences
-from ..imageio import partial_path
+from ..imageio import partial_path, write_image_verified
 
 __all__ = ["DatasetWriter", "check_label_grid", "SAFE_CASE_NAME"]
 
@@ -88,10 +88,14 @@ class DatasetWriter:
         targets.append(self.root / "labelsTr" / f"{name}{self.file_ending}")
         for folder in ("imagesTr", "labelsTr"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
+            remove_orphans(self.root / folder)          # partial files of killed conversions
         temporaries = [partial_path(t) for t in targets]
         try:
-            for image, temporary in zip([*images, sitk.Cast(label, sitk.sitkUInt8)], temporaries):
-                sitk.WriteImage(image, str(temporary), useCompression=True)
+            for image, temporary, target in zip([*images, sitk.Cast(label, sitk.sitkUInt8)], temporaries, targets):
+                try:
+                    write_image_verified(image, temporary)   # every file read back before any is renamed
+                except OSError as err:
+                    raise write_error(target, err, temporary) from err
             for temporary, target in zip(temporaries, targets):
                 os.replace(temporary, target)
         finally:

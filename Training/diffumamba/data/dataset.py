@@ -15,13 +15,20 @@ since it reads every label).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-__all__ = ["Case", "RawDataset"]
+import numpy as np
+
+__all__ = ["Case", "RawDataset", "check_finite", "replacing_nonfinite"]
+
+# Set by ``train --replace-nonfinite`` around the reading of cases (fingerprint and preprocessing).
+_REPLACE_NONFINITE = contextvars.ContextVar("diffumamba_replace_nonfinite", default=False)
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -120,3 +127,40 @@ def _label_value(name, value, meta_path: Path) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{meta_path}: label {name!r} must be a non-negative integer, got {value!r}")
     return value
+
+
+@contextlib.contextmanager
+def replacing_nonfinite(enabled: bool = True) -> Iterator[None]:
+    """Within this block, ``check_finite`` called without ``replace`` replaces NaN/Inf voxels instead of refusing
+    them (how ``train --replace-nonfinite`` reaches the reading of every case)."""
+    token = _REPLACE_NONFINITE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _REPLACE_NONFINITE.reset(token)
+
+
+def check_finite(array: np.ndarray, source, replace: Optional[bool] = None) -> np.ndarray:
+    """``array`` itself when every voxel is finite. Otherwise a ValueError naming ``source`` (the file) and the count
+    of NaN/Inf voxels, or, with ``replace`` (default: inside ``replacing_nonfinite``), a copy whose non-finite voxels
+    hold the image's smallest finite value, reported on stdout. One NaN would otherwise spread through resampling,
+    intensity statistics and training to every case and every weight."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    bad = ~np.isfinite(array)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return array
+    if replace is None:
+        replace = _REPLACE_NONFINITE.get()
+    if not replace:
+        raise ValueError(f"{source} has {count} NaN/Inf voxel(s): fix the image, or pass --replace-nonfinite to "
+                         "replace them with the image's minimum")
+    if count == array.size:
+        raise ValueError(f"{source} has {count} NaN/Inf voxel(s) and no finite voxel: the image is unusable")
+    minimum = array[~bad].min()
+    fixed = array.copy()
+    fixed[bad] = minimum
+    print(f"{source}: replaced {count} NaN/Inf voxel(s) with the image's minimum ({float(minimum):g})", flush=True)
+    return fixed

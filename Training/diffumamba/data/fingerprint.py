@@ -16,7 +16,7 @@ import numpy as np
 
 from ..geometry import grid_differences
 from ..imageio import read_scalar_image
-from .dataset import Case, RawDataset
+from .dataset import Case, RawDataset, check_finite
 
 __all__ = ["read_case", "nonzero_bbox", "compute_fingerprint", "fingerprint_hash"]
 
@@ -42,7 +42,8 @@ def read_case(case: Case):
         if problems:
             raise ValueError(f"{case.name}: {path.name} is not on the grid of {case.images[0].name}: "
                              + "; ".join(problems))
-    data = np.stack([sitk.GetArrayFromImage(image).astype(np.float32) for image in images])
+    data = np.stack([check_finite(sitk.GetArrayFromImage(image).astype(np.float32), path)
+                     for image, path in zip(images, case.images)])
     label = sitk.GetArrayFromImage(label_image).astype(np.int16) if label_image is not None else None
     return data, label, tuple(reversed(reference.GetSpacing())), reference
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..files import atomic_write_text
-from .cache import preprocess_cases
+from .cache import preprocess_cases, source_signatures
 from .dataset import Case, RawDataset
 from .fingerprint import compute_fingerprint, fingerprint_hash
 from .plan import Plan, make_plan
@@ -54,9 +54,15 @@ def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_g
     out.mkdir(parents=True, exist_ok=True)
     fingerprint_file = out / "fingerprint.json"
     fingerprint = json.loads(fingerprint_file.read_text()) if fingerprint_file.exists() else None
-    if fingerprint is None or fingerprint.get("cases") != [c.name for c in cases]:
+    # the intensity figures the plan normalises with must follow the raw files, not only the case names: their
+    # signatures live beside the fingerprint (not in it, so the plan's hash changes only when the figures do)
+    sources_file = out / "fingerprint_sources.json"
+    sources = {case.name: source_signatures(case) for case in cases}
+    recorded = json.loads(sources_file.read_text()) if sources_file.exists() else None
+    if fingerprint is None or fingerprint.get("cases") != [c.name for c in cases] or recorded != sources:
         fingerprint = compute_fingerprint(dataset, cases, progress=progress("fingerprint"))
         atomic_write_text(fingerprint_file, json.dumps(fingerprint, indent=2) + "\n")
+        atomic_write_text(sources_file, json.dumps(sources, indent=1) + "\n")
     plan = make_plan(fingerprint, fingerprint_hash(fingerprint), network, 3, memory_gb, max_patch=max_patch,
                      mixed_precision=amp, base_features=base_features, max_features=max_features,
                      target_spacing=target_spacing, inference=inference, task=task)

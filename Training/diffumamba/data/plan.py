@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..nets.config import NetworkConfig, _features, umambabot_block_counts
+from ..nets.config import NetworkConfig, stage_features, umambabot_block_counts
 
 __all__ = ["Plan", "Preset", "PRESETS", "make_plan", "plan_topology", "estimate_memory_gb"]
 
@@ -116,7 +116,7 @@ def plan_topology(patch: Sequence[int], spacing: Sequence[float], max_stages: in
 def estimate_memory_gb(patch: Sequence[int], strides: Sequence[Sequence[int]], batch_size: int,
                        base_features: int = 32, max_features: int = 320) -> float:
     size, values = list(patch), 0
-    for stage, (stride, features) in enumerate(zip(strides, _features(len(strides), base_features, max_features))):
+    for stage, (stride, features) in enumerate(zip(strides, stage_features(len(strides), base_features, max_features))):
         size = [n // s for n, s in zip(size, stride)]
         values += math.prod(size) * features
     return batch_size * values * BYTES_PER_FEATURE_VALUE / 1e9
@@ -170,7 +170,7 @@ def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumam
     enc, dec = umambabot_block_counts(len(strides))
     num_classes = len(fingerprint["labels"])
     config = NetworkConfig(network=network, spatial_dims=spatial_dims, in_channels=len(fingerprint["channel_names"]),
-                           num_classes=num_classes, features_per_stage=_features(len(strides), base_features, max_features),
+                           num_classes=num_classes, features_per_stage=stage_features(len(strides), base_features, max_features),
                            kernel_sizes=kernels, strides=strides, n_blocks_per_stage=enc,
                            n_blocks_per_stage_decoder=dec, patch_size=patch)
     return Plan(target_spacing=[float(t) for t in target], patch_size=patch, batch_size=batch_size,

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .dataset import check_finite
 from .fingerprint import nonzero_bbox
 
 __all__ = ["CaseProperties", "resampled_shape", "resample_array", "resample_labels", "normalise",
@@ -81,6 +82,11 @@ def normalise(data: np.ndarray, channel_names: Sequence[str], intensities: Seque
     stay as they are. Other channels: per-image z-score (MR has no units)."""
     out = np.empty_like(data, dtype=np.float32)
     for c, (name, stats) in enumerate(zip(channel_names, intensities)):
+        if name.upper() == "CT" and not all(np.isfinite(float(stats[k])) for k in
+                                            ("percentile_00_5", "percentile_99_5", "mean", "std")):
+            raise ValueError(f"the plan's intensity statistics of channel {c} ({name}) are NaN/Inf: they were computed "
+                             "from an image with NaN/Inf voxels; delete fingerprint.json in the --preprocessed folder "
+                             "and preprocess again (fixed images, or --replace-nonfinite)")
         if name == "noNorm":
             out[c] = data[c]
         elif name.upper() == "CT":
@@ -93,8 +99,12 @@ def normalise(data: np.ndarray, channel_names: Sequence[str], intensities: Seque
 
 def preprocess_case(data: np.ndarray, label: np.ndarray | None, spacing: Sequence[float],
                     target_spacing: Sequence[float], channel_names: Sequence[str], intensities: Sequence[dict],
-                    image_order: int = 3, linear_labels: bool = False):
-    """Crop, resample and normalise one case. Returns (data, label or None, CaseProperties)."""
+                    image_order: int = 3, linear_labels: bool = False, source: str = "the image"):
+    """Crop, resample and normalise one case. Returns (data, label or None, CaseProperties).
+
+    NaN/Inf voxels are refused (``source`` names the file in the error), or replaced inside
+    ``dataset.replacing_nonfinite``: one of them would spread through resampling and normalisation."""
+    data = check_finite(data, source)
     box = nonzero_bbox(data)
     cropped = data[(slice(None), *box)]
     properties = CaseProperties(tuple(data.shape[1:]), tuple(float(s) for s in spacing),

@@ -45,7 +45,7 @@ def run_demo(out: Path, n_train: int = 6, epochs: int = 12, iterations: int = 12
     from ..data.pipeline import prepare
     from ..evaluation.report import evaluate_folders, summarise, write_reports
     from ..inference.predictor import predict_label_map
-    from ..training.checkpoint import load_model
+    from ..checkpoint import load_model
     from ..training.sampling import TrainingCase
     from ..training.trainer import Trainer, TrainSettings
 

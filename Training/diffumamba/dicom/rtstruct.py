@@ -6,20 +6,24 @@ islands inside holes come back. Vertices are mapped to *continuous* voxel indice
 contour is assigned to the slice nearest its plane and must lie within a quarter slice of it (a contour
 further off belongs to another series' slices, even if the frame of reference is shared). Centres exactly
 on an edge follow the half-open (top-left) convention, so a contour along voxel edges is filled exactly.
+
+Each ROI keeps its own frame of reference (StructureSetROISequence's ReferencedFrameOfReferenceUID; a
+structure set may reference several frames) and ``rasterise`` refuses an ROI drawn in another frame than
+the image's. ROIs are chosen by ``roi_choice.choose_names``, the rule every reader of structures follows.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 __all__ = ["Roi", "StructureSet", "read_rtstruct", "select_rois", "rasterise"]
 
 FILLED_TYPES = ("CLOSED_PLANAR", "INTERPOLATED_PLANAR")
+CONTOUR_DATA = 0x30060050
 SLICE_TOLERANCE = 0.25  # in slices
 
 
@@ -28,6 +32,7 @@ class Roi:
     number: int
     name: str
     contours: list[np.ndarray] = field(default_factory=list)   # (N, 3) patient coordinates in mm (LPS)
+    frame_of_reference: str = ""   # the ROI's own (StructureSetROISequence), else the structure set's first
 
 
 @dataclass
@@ -60,7 +65,8 @@ def read_rtstruct(path: Path) -> StructureSet:
         for study in item.get("RTReferencedStudySequence") or []:
             for referenced in study.get("RTReferencedSeriesSequence") or []:
                 series = series or str(referenced.SeriesInstanceUID)
-    rois = {int(item.ROINumber): Roi(int(item.ROINumber), str(item.ROIName))
+    rois = {int(item.ROINumber): Roi(int(item.ROINumber), str(item.ROIName),
+                                     frame_of_reference=str(item.get("ReferencedFrameOfReferenceUID") or frame))
             for item in ds.get("StructureSetROISequence") or []}
     for item in ds.get("ROIContourSequence") or []:
         roi = rois.get(int(item.ReferencedROINumber))
@@ -69,26 +75,34 @@ def read_rtstruct(path: Path) -> StructureSet:
         for contour in item.get("ContourSequence") or []:
             if contour.get("ContourGeometricType") not in FILLED_TYPES:
                 continue
-            points = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64)
+            points = _contour_data(contour)
             if points.size >= 9 and points.size % 3 == 0:
                 roi.contours.append(points.reshape(-1, 3))
     return StructureSet(Path(path), frame, series, sorted(rois.values(), key=lambda r: r.number))
 
 
-def select_rois(structure_set: StructureSet, pattern: str) -> list[Roi]:
-    """ROIs named ``pattern`` (case-insensitive), else those whose whole name matches it as a regex."""
-    exact = [r for r in structure_set.rois if r.name.lower() == pattern.lower()]
-    if exact:
-        chosen = exact
-    else:
-        try:
-            regex = re.compile(pattern, re.IGNORECASE)
-        except re.error as err:
-            raise ValueError(f"bad ROI pattern {pattern!r}: {err}") from None
-        chosen = [r for r in structure_set.rois if regex.fullmatch(r.name)]
-    if not chosen:
-        raise ValueError(f"no ROI matches {pattern!r}; {structure_set.path.name} has: "
-                         + (", ".join(structure_set.names) or "no ROIs"))
+def _contour_data(contour) -> np.ndarray:
+    """ContourData as floats, parsed from the stored text in one go (not one pydicom DSfloat per number)."""
+    element = contour.get_item(CONTOUR_DATA)
+    if element is None or element.value is None:
+        return np.zeros(0)
+    value = element.value
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace").strip(" \0")
+        return np.array(text.split("\\"), dtype=np.float64) if text else np.zeros(0)
+    return np.asarray(value, dtype=np.float64).ravel()
+
+
+def select_rois(structure_set: StructureSet, pattern: Optional[str]) -> list[Roi]:
+    """The ROIs ``roi_choice.choose_names`` picks: named ``pattern`` (case-insensitive), else whose whole name
+    matches it as a regex; with no pattern, the only ROI or else those named like a GTV."""
+    from .roi_choice import NoMatchingStructure, choose_names
+
+    try:
+        chosen = [structure_set.rois[i] for i in choose_names(structure_set.names, pattern)]
+    except NoMatchingStructure as err:
+        raise ValueError(f"no ROI matches {err.pattern!r}; {structure_set.path.name} has: "
+                         + (", ".join(structure_set.names) or "no ROIs")) from None
     empty = [r.name for r in chosen if not r.contours]
     if len(empty) == len(chosen):
         raise ValueError(f"ROI {', '.join(empty)} has no closed planar contours")
@@ -99,8 +113,15 @@ def rasterise(rois: Sequence[Roi], image, frame_of_reference: str | None = None)
     """Union of the ROIs as a (z, y, x) uint8 mask on the grid of the SimpleITK ``image``.
 
     Each ROI is filled with the even-odd rule over all its contours on a slice; several ROIs are united.
-    ``frame_of_reference`` (the image's) is compared with the structure set's when given by the caller.
+    ``frame_of_reference`` (the image's FrameOfReferenceUID; give it whenever the image came from DICOM) is
+    compared with each ROI's own frame, and an ROI drawn in another frame is refused: millimetres of another
+    frame mean nothing on this image, and only the ROI-level UID says which frame an ROI is in.
     """
+    if frame_of_reference:
+        for roi in rois:
+            if roi.frame_of_reference and roi.frame_of_reference != frame_of_reference:
+                raise ValueError(f"ROI {roi.name} is in frame of reference {roi.frame_of_reference}, the image in "
+                                 f"{frame_of_reference}: its contours belong to another scan")
     size = image.GetSize()
     matrix = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
     to_index = np.linalg.inv(matrix)

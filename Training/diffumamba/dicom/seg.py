@@ -109,17 +109,25 @@ def write_seg(labels: np.ndarray, names: dict[int, str], slices: Sequence, path:
         # the hospital's data and are kept unchanged
         warnings.simplefilter("ignore", UserWarning)
         seg = _segmentation(hd, sources, stack, descriptions, software_version)
+    from .rtstruct_writer import copy_deidentification
+
+    copy_deidentification(sources[0], seg)     # highdicom copies Patient Identity Removed but not the method
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, seg, enforce_file_format=True)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _clean_source(header):
-    """A copy of a CT header that highdicom accepts: an empty SpecificCharacterSet (legal, and common in
-    older exports) means the default repertoire (ASCII); highdicom wants a named one, and Latin-1 contains it."""
+    """A copy of a CT header that highdicom accepts and that gives a valid SEG: an empty SpecificCharacterSet
+    (legal, and common in older exports) means the default repertoire (ASCII); highdicom wants a named one, and
+    Latin-1 contains it. Study ID and Accession Number (SH, at most 16 characters) longer than that, as some
+    exports write them, are cut to 16: highdicom copies them and the SEG would be invalid (dciodvfy error)."""
     header = copy.deepcopy(header)
     if "SpecificCharacterSet" in header and not header.SpecificCharacterSet:
         header.SpecificCharacterSet = "ISO_IR 100"
+    for keyword in ("StudyID", "AccessionNumber"):
+        if keyword in header and header[keyword].value and len(str(header[keyword].value)) > 16:
+            setattr(header, keyword, str(header[keyword].value)[:16])
     return header
 
 

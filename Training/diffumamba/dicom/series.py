@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+DUPLICATE_TOLERANCE_MM = 0.01   # two slices closer than this along the normal are at the same position
+
 __all__ = ["SeriesInfo", "DicomFolder", "scan_folder", "choose_series", "sorted_slices", "read_series", "read_pixels"]
 
 
@@ -92,7 +94,7 @@ def sorted_slices(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing
     and slice spacing.
 
     Refused: another modality, mixed orientations or sizes, gantry tilt (slices not stacked along their
-    normal), a single slice, and missing or irregular slices (gap deviating from the median by more than
+    normal), a single slice, duplicated slices (two files at one position, both named), and missing or irregular slices (gap deviating from the median by more than
     ``spacing_tolerance`` of it), with the positions of the offending gap in the message. Each header gets a
     ``filename`` attribute (its path).
     """
@@ -114,13 +116,17 @@ def sorted_slices(info: SeriesInfo, modalities: Sequence[str] = ("CT",), spacing
         raise ValueError(f"series {info.uid} has a single slice; a volume needs at least two")
     normal = np.cross(orientations[0, :3], orientations[0, 3:])
     positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
-    order = np.argsort(positions @ normal)
+    order = np.argsort(positions @ normal, kind="stable")
     positions = positions[order]
     along = positions @ normal
     gaps = np.diff(along)
+    same = np.flatnonzero(gaps <= DUPLICATE_TOLERANCE_MM)
+    if same.size:
+        i = int(same[0])
+        raise ValueError(f"series {info.uid} has a duplicated slice: two files at the same position "
+                         f"({along[i]:.2f} mm along the slice normal): {headers[order[i]].filename} and "
+                         f"{headers[order[i + 1]].filename}" + (f" ({same.size} such pairs)" if same.size > 1 else ""))
     median = float(np.median(gaps))
-    if median <= 1e-6:
-        raise ValueError(f"series {info.uid} has slices at the same position (duplicates?)")
     bad = np.flatnonzero(np.abs(gaps - median) > spacing_tolerance * median)
     if bad.size:
         i = int(bad[0])

@@ -14,8 +14,13 @@ __all__ = ["IMAGE_SUFFIXES", "case_id", "read_label_map", "check_same_grid"]
 
 
 def case_id(path: Path) -> str | None:
-    """The file name without its image suffix, or None for files that are not label maps."""
+    """The file name without its image suffix, or None for files that are not label maps.
+
+    Hidden files (the partial files of a write in progress, macOS ``._`` files) are never cases.
+    """
     name = path.name
+    if name.startswith("."):
+        return None
     for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

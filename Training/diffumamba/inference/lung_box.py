@@ -13,22 +13,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..geometry import padded_box
+from ..geometry import body_array, padded_box
 
 __all__ = ["lung_box", "body_array"]
-
-
-def body_array(hu: np.ndarray) -> Optional[np.ndarray]:
-    """The body of a CT: largest component above -500 HU, holes filled slice by slice; None if no tissue."""
-    from scipy import ndimage
-
-    body, count = ndimage.label(hu > -500)
-    if count == 0:
-        return None
-    sizes = np.bincount(body.ravel())
-    sizes[0] = 0
-    body = body == sizes.argmax()
-    return np.stack([ndimage.binary_fill_holes(plane) for plane in body])
 
 
 def lung_box(hu: np.ndarray, spacing: Sequence[float], margin_mm: float = 20.0,

@@ -42,7 +42,7 @@ class Ensemble:
 
 def load_ensemble(paths: Sequence[Path], device: str) -> Ensemble:
     from ..devices import resolve_device
-    from ..training.checkpoint import load_model
+    from ..checkpoint import load_model
 
     resolved = resolve_device(device)
     loaded = [load_model(path, resolved) for path in paths]

@@ -19,18 +19,29 @@ COLOR = (255, 0, 0)
 
 def write_prediction(case: InputCase, prediction: Prediction, out: Path, formats: Sequence[str],
                      label_names: dict[int, str], warn: Callable[[str], None] = print) -> list[Path]:
-    """Write ``prediction`` of ``case`` into ``out``; returns the files written.
+    """Write ``prediction`` of ``case`` into ``out``; returns the files written, each verified.
 
     DICOM SEG and RTSTRUCT reference the input series and need a DICOM input; an empty prediction (no
     tumour found) is written as a label map only, since neither DICOM object can hold an empty structure.
+    If one file fails, the case's other files are removed: a case is written whole or not at all.
     """
+    if any(f in DICOM_FORMATS for f in formats) and case.slices is None:
+        raise ValueError(f"{case.name}: DICOM SEG and RTSTRUCT outputs need a DICOM input series")
+    written: list[Path] = []
+    try:
+        _write_all(case, prediction, out, formats, label_names, warn, written)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _write_all(case, prediction, out, formats, label_names, warn, written) -> None:
+    """Append each file to ``written`` before writing it, so a failure removes every file of the case."""
     import SimpleITK as sitk
 
     from ..imageio import write_image_atomic
-
-    if any(f in DICOM_FORMATS for f in formats) and case.slices is None:
-        raise ValueError(f"{case.name}: DICOM SEG and RTSTRUCT outputs need a DICOM input series")
-    written = []
 
     def image_on_input_grid(array, vector=False):
         image = sitk.GetImageFromArray(array, isVector=vector)
@@ -73,7 +84,6 @@ def write_prediction(case: InputCase, prediction: Prediction, out: Path, formats
     if prediction.uncertainty is not None:
         written.append(out / f"{case.name}_uncertainty.nii.gz")
         write_image_atomic(image_on_input_grid(prediction.uncertainty.astype(np.float32)), written[-1])
-    return written
 
 
 def _version() -> str:

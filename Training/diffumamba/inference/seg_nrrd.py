@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dicom.seg import ABNORMAL_STRUCTURE, PRIMARY_NEOPLASM
-from ..imageio import atomic_output
+from ..imageio import atomic_output, verify_image
 
 __all__ = ["write_seg_nrrd", "TERMINOLOGY"]
 
@@ -35,3 +35,4 @@ def write_seg_nrrd(labels: np.ndarray, names: dict[int, str], image, path: Path,
                              {"id": f"Segment_{value}", "name": name, "color": color, "terminology": dict(TERMINOLOGY)})
     with atomic_output(path) as temporary:
         slicerio.write_segmentation(str(temporary), segmentation)
+        verify_image(temporary)                        # what Slicer will open must read back whole

@@ -23,13 +23,11 @@ def sliding_window_logits(network: nn.Module, data: np.ndarray, patch_size: Sequ
     """
     from monai.inferers import sliding_window_inference
 
-    was_training, deep = network.training, network.decoder.deep_supervision
-    network.eval()
-    network.decoder.deep_supervision = False
+    was_training = network.training
+    network.eval()            # eval mode: one full-resolution output, whatever the config's deep supervision
     try:
         image = torch.from_numpy(np.ascontiguousarray(data))[None].float().to(device)
         logits = sliding_window_inference(image, list(patch_size), batch_size, network, overlap=overlap, mode="gaussian")
     finally:
-        network.decoder.deep_supervision = deep
         network.train(was_training)
     return torch.as_tensor(logits)[0].cpu()

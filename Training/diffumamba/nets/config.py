@@ -12,7 +12,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional, Sequence
 
-__all__ = ["NETWORK_NAMES", "NetworkConfig", "umambabot_block_counts", "from_nnunet_plans", "lung_ct_3d",
+__all__ = ["NETWORK_NAMES", "NetworkConfig", "stage_features", "umambabot_block_counts", "from_nnunet_plans", "lung_ct_3d",
            "isotropic_3d", "default_2d"]
 
 NETWORK_NAMES = ("resunet", "umambabot", "diffumamba")
@@ -167,7 +167,7 @@ def umambabot_block_counts(n_stages: int, encoder: Sequence[int] | int = 2,
     return enc, dec
 
 
-def _features(n_stages: int, base: int = 32, maximum: int = 320) -> list[int]:
+def stage_features(n_stages: int, base: int = 32, maximum: int = 320) -> list[int]:
     return [min(base * 2 ** i, maximum) for i in range(n_stages)]
 
 
@@ -182,7 +182,7 @@ def from_nnunet_plans(plans: dict, configuration: str = "3d_fullres", network: s
         n_stages = len(kernels)
         enc = arch.get("n_conv_per_stage", conf.get("n_conv_per_stage_encoder", 2))
         dec = arch.get("n_conv_per_stage_decoder", conf.get("n_conv_per_stage_decoder", 2))
-        features = arch.get("features_per_stage") or _features(
+        features = arch.get("features_per_stage") or stage_features(
             n_stages, conf.get("UNet_base_num_features", 32), conf.get("unet_max_num_features", 320))
         patch = conf.get("patch_size")
     except (KeyError, TypeError) as err:
@@ -205,7 +205,7 @@ def lung_ct_3d(network: str = "diffumamba", in_channels: int = 1, num_classes: i
     n_stages = 6
     enc, dec = umambabot_block_counts(n_stages)
     return NetworkConfig(network=network, spatial_dims=3, in_channels=in_channels, num_classes=num_classes,
-                         features_per_stage=_features(n_stages), kernel_sizes=[[3, 3, 3]] * n_stages,
+                         features_per_stage=stage_features(n_stages), kernel_sizes=[[3, 3, 3]] * n_stages,
                          strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
                          n_blocks_per_stage=enc, n_blocks_per_stage_decoder=dec, patch_size=[80, 192, 160])
 
@@ -216,7 +216,7 @@ def isotropic_3d(network: str = "diffumamba", n_stages: int = 6, in_channels: in
     """A 3D network for isotropic data: 3x3x3 kernels, stride 2 on every axis after the first stage."""
     enc, dec = umambabot_block_counts(n_stages)
     return NetworkConfig(network=network, spatial_dims=3, in_channels=in_channels, num_classes=num_classes,
-                         features_per_stage=_features(n_stages, base_features, max_features),
+                         features_per_stage=stage_features(n_stages, base_features, max_features),
                          kernel_sizes=[[3, 3, 3]] * n_stages,
                          strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
                          n_blocks_per_stage=enc, n_blocks_per_stage_decoder=dec,
@@ -228,6 +228,6 @@ def default_2d(network: str = "diffumamba", n_stages: int = 7, in_channels: int 
     """A 2D network like nnU-Net's 2d configuration for 512x512 CT slices."""
     enc, dec = umambabot_block_counts(n_stages)
     return NetworkConfig(network=network, spatial_dims=2, in_channels=in_channels, num_classes=num_classes,
-                         features_per_stage=_features(n_stages, base_features, max_features),
+                         features_per_stage=stage_features(n_stages, base_features, max_features),
                          kernel_sizes=[[3, 3]] * n_stages, strides=[[1, 1]] + [[2, 2]] * (n_stages - 1),
                          n_blocks_per_stage=enc, n_blocks_per_stage_decoder=dec)

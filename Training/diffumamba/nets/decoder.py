@@ -16,8 +16,8 @@ class ResidualDecoder(nn.Module):
     """Upsample (nearest + 1x1 conv), concatenate the skip, residual stage, 1x1 head; deepest level first.
 
     Every level has a head (so deep-supervision checkpoints and plain ones share parameter names);
-    with ``deep_supervision`` the logits of all levels are returned, full resolution first, otherwise
-    only the full-resolution logits.
+    with ``deep_supervision`` (the config's, and the network's training mode) the logits of all levels are
+    returned, full resolution first, otherwise only the full-resolution logits.
     """
 
     def __init__(self, config: NetworkConfig):
@@ -35,13 +35,16 @@ class ResidualDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.seg_layers = nn.ModuleList(heads)
 
-    def forward(self, skips: list[torch.Tensor]):
+    def forward(self, skips: list[torch.Tensor], deep_supervision: bool = True):
+        """``deep_supervision``: the caller's switch (the network passes ``self.training``); the logits of every
+        level are returned only when the config asks for deep supervision too."""
+        deep = self.deep_supervision and deep_supervision
         x = skips[-1]
         logits = []
         last = len(self.stages) - 1
         for s, (up, stage, head) in enumerate(zip(self.upsample_layers, self.stages, self.seg_layers)):
             x = stage(torch.cat((up(x), skips[-(s + 2)]), dim=1))
-            if self.deep_supervision or s == last:
+            if deep or s == last:
                 logits.append(head(x))
         logits.reverse()
-        return logits if self.deep_supervision else logits[0]
+        return logits if deep else logits[0]

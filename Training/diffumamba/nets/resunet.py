@@ -28,6 +28,9 @@ class ResUNet(nn.Module):
     the total stride and the logits are cropped back (level ``i`` of deep supervision has size
     ``ceil(size / stride_i)``). Sliding-window inference with a planned patch never needs the padding.
 
+    Deep supervision (``config.deep_supervision``) applies in training mode only, as in MONAI's DynUNet:
+    in eval mode the network always returns the full-resolution logits as one tensor.
+
     Args:
         config: the network description; ``config.network`` is not checked here so subclasses share it.
     """
@@ -70,10 +73,10 @@ class ResUNet(nn.Module):
         for stage, module in self.high_frequency.items():
             skips[int(stage)] = module(skips[int(stage)])
         skips[-1] = self.bottleneck(skips)
-        logits = self.decoder(skips)
+        logits = self.decoder(skips, deep_supervision=self.training)
         if not any(pad):
             return logits
-        if not self.config.deep_supervision:
+        if isinstance(logits, torch.Tensor):
             return _crop(logits, size)
         strides, scale, cropped = self.config.strides, [1] * len(size), []
         for level, out in enumerate(logits):

@@ -13,14 +13,25 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..geometry import bounding_box
-from .registration import Registration, RegistrationSettings, register
+from .registration import (WHAT_TO_DO, Registration, RegistrationError, RegistrationSettings, body_mask, itk_reason,
+                           looks_like_ct, register)
 from .warp import jacobian_range, warp_image, warp_mask
 
-__all__ = ["PropagationResult", "propagate", "is_propagation_plan", "PRIOR_MASK_CHANNEL"]
+__all__ = ["PropagationResult", "propagate", "is_propagation_plan", "PRIOR_MASK_CHANNEL", "check_registration",
+           "MAX_FINAL_METRIC", "MAX_RIGID_METRIC", "MIN_INSIDE_BODY"]
 
 PRIOR_MASK_CHANNEL = "noNorm"   # nnU-Net's name for a channel left unnormalised
 SEARCH_MARGIN_MM = 15.0         # growth of a 3 cm GTV to twice its volume moves its surface ~4 mm; plus registration error
 CONTEXT_MM = 40.0               # image context around the search region given to the network on CT
+# Registration quality gates (check_registration). Metrics are Mattes mutual information as ITK reports it
+# (negated: lower is better); the rigid one over the current scan's body, the final (B-spline) one around the GTV.
+# Measured with the default settings (issue 14, item 5): same patient (simulated follow-ups of LUNG1-001,
+# pyradiomics lung1 and lung2; real brain pairs 01 and 02): rigid -0.99 .. -1.48, final -1.16 .. -1.73;
+# different patients (LUNG1-001 GTV onto LUNG1-003; brain 01 pre onto 02 post): rigid -0.32, -0.67, final -0.53,
+# -0.89 (LUNG1-001 -> 003 also folded: smallest Jacobian determinant -4.2). The limits lie between.
+MAX_RIGID_METRIC = -0.8
+MAX_FINAL_METRIC = -1.0
+MIN_INSIDE_BODY = 0.5           # fraction of the registered prior GTV inside the current CT's body
 
 
 def is_propagation_plan(plan: dict) -> bool:
@@ -41,8 +52,11 @@ class PropagationResult:
 def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[RegistrationSettings] = None,
               networks: Sequence = (), plan: Optional[dict] = None, overlap: float = 0.5, device="cpu",
               crop: str = "none", progress: Optional[Callable[[str, float], None]] = None,
-              search_margin_mm: Optional[float] = SEARCH_MARGIN_MM) -> PropagationResult:
+              search_margin_mm: Optional[float] = SEARCH_MARGIN_MM, check_quality: bool = True) -> PropagationResult:
     """Propagate ``prior_mask`` ((z, y, x) on ``prior``'s grid) onto ``current`` (SimpleITK images).
+
+    With ``check_quality`` (default), a registration whose own figures say it is not anatomy raises
+    RegistrationError before anything else (``check_registration``); an ITK failure always does.
 
     With ``networks``, the refined GTV is kept within ``search_margin_mm`` of the registered prior GTV
     (None: anywhere): propagation follows a known tumour, so tissue far from it is not searched (on CT the
@@ -54,11 +68,18 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
     mask_image = sitk.GetImageFromArray(prior_mask.astype(np.uint8))
     mask_image.CopyInformation(prior)
     registration = register(current, prior, settings, progress=lambda s, f: report(s, 0.6 * f), prior_mask=mask_image)
-    warped_image = warp_image(prior, current, registration.transform)
-    warped = sitk.GetArrayFromImage(warp_mask(mask_image, current, registration.transform)).astype(np.uint8)
-    if not warped.any():
-        raise ValueError("the prior GTV falls outside the current scan after registration; check that both scans "
-                         "cover the tumour region")
+    try:
+        warped_image = warp_image(prior, current, registration.transform)
+        warped = sitk.GetArrayFromImage(warp_mask(mask_image, current, registration.transform)).astype(np.uint8)
+        jacobian = jacobian_range(registration.transform, current)
+    except RuntimeError as err:
+        raise RegistrationError(f"the registered prior could not be resampled onto the current scan in ITK "
+                                f"({itk_reason(err)}); {WHAT_TO_DO}") from None
+    if check_quality:
+        check_registration(registration, warped, current, jacobian)
+    elif not warped.any():
+        raise RegistrationError("the prior GTV falls outside the current scan after registration; check that both "
+                                "scans cover the tumour region")
     labels, refined = warped, False
     if networks:
         from ..inference.lung_box import lung_box
@@ -82,10 +103,40 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
         if region is not None:
             labels &= region.astype(np.uint8)
     result = PropagationResult(labels, warped, warped_image, registration, refined)
-    result.report = propagation_report(prior_mask, prior, warped, labels, current, registration, refined)
+    result.report = propagation_report(prior_mask, prior, warped, labels, current, registration, refined, jacobian)
     result.report["search_margin_mm"] = search_margin_mm if refined else None
     report("done", 1.0)
     return result
+
+
+def check_registration(registration: Registration, warped: np.ndarray, current, jacobian) -> None:
+    """Refuse a registration whose own figures say its result is not anatomy (RegistrationError, saying which
+    figure and what to do): the registered prior GTV outside the current scan, or (on CT) mostly outside its
+    body; folding (smallest Jacobian determinant <= 0); a final metric worse than MAX_FINAL_METRIC."""
+    import SimpleITK as sitk
+
+    if not warped.any():
+        raise RegistrationError("the prior GTV falls outside the current scan after registration; check that both "
+                                "scans cover the tumour region")
+    low = jacobian[0]
+    if not low > 0:
+        raise RegistrationError(f"the registration folds space (smallest Jacobian determinant {low:.2f}, must be > 0), "
+                                f"so its result is not anatomy; {WHAT_TO_DO}, or try --rigid-only or a larger --mesh-mm")
+    deformable = "deformable" in registration.seconds
+    for name, metric, limit in (("rigid", registration.rigid_metric, MAX_RIGID_METRIC),
+                                ("final", registration.final_metric if deformable else float("nan"), MAX_FINAL_METRIC)):
+        if np.isfinite(metric) and metric > limit:
+            raise RegistrationError(f"the registration matched the scans poorly ({name} metric {metric:.3f}, Mattes "
+                                    f"mutual information, lower is better; same-patient pairs reach below {limit}), so "
+                                    f"the propagated GTV would not be trustworthy; {WHAT_TO_DO}")
+    if looks_like_ct(current):
+        body = body_mask(current)
+        if body is not None:
+            inside = float(np.logical_and(warped > 0, sitk.GetArrayViewFromImage(body) > 0).sum()) / float(warped.sum())
+            if inside < MIN_INSIDE_BODY:
+                raise RegistrationError(f"only {100 * inside:.0f} % of the registered prior GTV lies inside the current "
+                                        f"scan's body, so the registration did not find the tumour region; "
+                                        f"{WHAT_TO_DO}")
 
 
 def near(mask: np.ndarray, spacing, margin_mm: float) -> np.ndarray:
@@ -98,14 +149,15 @@ def near(mask: np.ndarray, spacing, margin_mm: float) -> np.ndarray:
     return out
 
 
-def propagation_report(prior_mask, prior, warped, labels, current, registration: Registration, refined: bool) -> dict:
+def propagation_report(prior_mask, prior, warped, labels, current, registration: Registration, refined: bool,
+                       jacobian=None) -> dict:
     """Volumes (ml), change (%), agreement of the result with the registered prior, registration health."""
     prior_ml = float(prior_mask.sum()) * float(np.prod(prior.GetSpacing())) / 1000
     voxel_ml = float(np.prod(current.GetSpacing())) / 1000
     current_ml = float(labels.sum()) * voxel_ml
     overlap = float(np.logical_and(warped, labels).sum())
     total = float(warped.sum() + labels.sum())
-    jac_min, jac_max = jacobian_range(registration.transform, current)
+    jac_min, jac_max = jacobian if jacobian is not None else jacobian_range(registration.transform, current)
     return {"prior_volume_ml": round(prior_ml, 3), "registered_prior_volume_ml": round(float(warped.sum()) * voxel_ml, 3),
             "current_volume_ml": round(current_ml, 3),
             "volume_change_percent": round(100.0 * (current_ml - prior_ml) / prior_ml, 1) if prior_ml else None,

@@ -8,7 +8,6 @@ maps on another grid of the same space (e.g. cropped) are resampled by nearest n
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 
 __all__ = ["read_prior_mask", "DEFAULT_ROI"]
 
-DEFAULT_ROI = r"gtv.*"
+from ..dicom.roi_choice import DEFAULT_PATTERN as DEFAULT_ROI
 
 
 def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None) -> np.ndarray:
@@ -49,22 +48,15 @@ def _dicom_modality(path: Path) -> Optional[str]:
 
 
 def _choose(names: Sequence[str], roi: Optional[str], source: str) -> list[int]:
-    """Indices of the structures to use: by ``roi``, else the single one, else those named like a GTV."""
-    if roi is None and len(names) == 1:
-        return [0]
-    pattern = roi or DEFAULT_ROI
-    exact = [i for i, n in enumerate(names) if n.lower() == pattern.lower()]
-    if exact:
-        return exact
+    """Indices of the structures to use, by the one rule of ``dicom.roi_choice.choose_names``: by ``roi``, else
+    the single one, else those named like a GTV."""
+    from ..dicom.roi_choice import NoMatchingStructure, choose_names
+
     try:
-        regex = re.compile(pattern, re.IGNORECASE)
-    except re.error as err:
-        raise ValueError(f"bad ROI pattern {pattern!r}: {err}") from None
-    chosen = [i for i, n in enumerate(names) if regex.fullmatch(n)]
-    if not chosen:
-        raise ValueError(f"no structure matches {pattern!r} in {source}; it has: {', '.join(names) or 'none'} "
-                         "(choose one with --prior-roi)")
-    return chosen
+        return choose_names(names, roi)
+    except NoMatchingStructure as err:
+        raise ValueError(f"no structure matches {err.pattern!r} in {source}; it has: {', '.join(names) or 'none'} "
+                         "(choose one with --prior-roi)") from None
 
 
 def _from_dicom(path: Path, modality: str, prior, roi: Optional[str]) -> np.ndarray:
@@ -83,7 +75,7 @@ def _from_dicom(path: Path, modality: str, prior, roi: Optional[str]) -> np.ndar
         chosen = [structure_set.rois[i] for i in _choose(names, roi, path.name)]
         if not any(r.contours for r in chosen):
             raise ValueError(f"ROI {', '.join(r.name for r in chosen)} has no closed planar contours")
-        return rasterise(chosen, prior.image)
+        return rasterise(chosen, prior.image, frame_of_reference)
     if modality == "SEG":
         from ..dicom.seg import read_seg
 

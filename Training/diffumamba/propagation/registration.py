@@ -13,13 +13,29 @@ the prior image and prior GTV onto the current grid needs.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["RegistrationSettings", "Registration", "register", "body_mask", "looks_like_ct"]
+__all__ = ["RegistrationSettings", "Registration", "RegistrationError", "register", "body_mask", "looks_like_ct",
+           "itk_reason"]
+
+WHAT_TO_DO = "check that the prior and current scans are the same patient and cover the same body region"
+
+
+class RegistrationError(ValueError):
+    """The registration failed inside ITK, or its own quality figures say its result is not anatomy."""
+
+
+def itk_reason(err: BaseException) -> str:
+    """The one line of an ITK exception that says what went wrong (without source paths and object ids)."""
+    text = str(err)
+    found = re.findall(r"ITK ERROR: (?:\w+\(0x[0-9a-fA-F]+\): )?(.*)", text)
+    reason = found[-1] if found else (text.strip().splitlines() or [type(err).__name__])[-1]
+    return " ".join(reason.split()).rstrip(".")
 
 
 @dataclass
@@ -77,7 +93,7 @@ def body_mask(image):
     import SimpleITK as sitk
     from scipy import ndimage
 
-    from ..inference.lung_box import body_array
+    from ..geometry import body_array
 
     body = body_array(sitk.GetArrayFromImage(image))
     if body is None:
@@ -148,7 +164,20 @@ def register(current, prior, settings: Optional[RegistrationSettings] = None,
     """Register ``prior`` (moving) to ``current`` (fixed); both SimpleITK images in physical space.
 
     ``prior_mask`` (the prior GTV, a SimpleITK image on ``prior``'s grid) focuses the B-spline stage on it.
+    An ITK failure (no overlap left, too few samples, an image too small) raises RegistrationError with ITK's
+    reason and what to check, not ITK's traceback.
     """
+    try:
+        return _register(current, prior, settings, progress, prior_mask)
+    except RuntimeError as err:
+        if "ITK" not in str(err) and "SimpleITK" not in str(err):
+            raise
+        raise RegistrationError(f"the registration of the prior scan onto the current one failed in ITK "
+                                f"({itk_reason(err)}); {WHAT_TO_DO}") from None
+
+
+def _register(current, prior, settings: Optional[RegistrationSettings] = None,
+              progress: Optional[Callable[[str, float], None]] = None, prior_mask=None) -> Registration:
     import SimpleITK as sitk
 
     settings = settings or RegistrationSettings()

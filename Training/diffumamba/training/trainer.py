@@ -32,14 +32,18 @@ import torch
 
 from ..devices import resolve_device
 from ..nets import NetworkConfig, build_network
-from ..propagation.prior_augmentation import perturb_prior
+from .prior_augmentation import perturb_prior
 from .augmentation import training_transforms
-from .checkpoint import load_checkpoint, load_method_tensors, save_checkpoint
+from ..checkpoint import load_checkpoint, load_method_tensors, save_checkpoint
 from .losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
 from .methods import build_method
 from .sampling import PatchSampler, TrainingCase
 
-__all__ = ["TrainSettings", "Trainer", "default_learning_rate"]
+__all__ = ["TrainSettings", "Trainer", "NonFiniteLossError", "default_learning_rate", "parameter_groups"]
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or Inf: training stops before the step, so no checkpoint holds NaN."""
 
 
 def default_learning_rate(network: str) -> float:
@@ -106,19 +110,23 @@ class Trainer:
         self.method = method_class(self)
         self.method_modules = torch.nn.ModuleDict(self.method.modules()).to(self.device)
         if self.world_size > 1:
-            # Unused parameters exist by design: the zero-weight deep-supervision head is never evaluated.
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=settings.momentum,
-                                         nesterov=True, weight_decay=settings.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+                find_unused_parameters=has_unused_parameters(config, self.loss))
+        self.optimizer = torch.optim.SGD(parameter_groups(self.named_parameters(), settings.weight_decay), lr=self.lr,
+                                         momentum=settings.momentum, nesterov=True, weight_decay=settings.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
         self.start_epoch, self.best_dice = 0, -1.0
         self._prior_rng, self._transforms = None, None
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser trains: the network and the method's own modules."""
         return list(self.network.parameters()) + list(self.method_modules.parameters())
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """``parameters()`` with their names (``network.`` / ``method.`` prefixes), in the same order."""
+        return ([(f"network.{n}", p) for n, p in self.network.named_parameters()]
+                + [(f"method.{n}", p) for n, p in self.method_modules.named_parameters()])
 
     @property
     def total_iterations(self) -> int:
@@ -131,18 +139,30 @@ class Trainer:
         if not path.exists():
             return False
         header, state, optim_state = load_checkpoint(path)
-        self.network.load_state_dict(state, strict=True)
         method = header.get("method", {})
         saved = method.get("name", "supervised")
         if saved != self.settings.method:
             raise ValueError(f"{path} was trained with --method {saved}, not {self.settings.method}")
+        problem = resume_mismatch(header, self.config.to_dict(), self.settings.seed)
+        if problem:
+            raise ValueError(f"{self.out_dir} {problem}; resume with the same options or train into a new folder")
+        try:
+            self.network.load_state_dict(state, strict=True)
+        except RuntimeError as err:        # same config but other weights: a damaged or foreign checkpoint
+            raise ValueError(f"{path}: its weights do not fit its network config ({str(err).splitlines()[0]})") from None
         tensors = load_method_tensors(path)
         self.method_modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items()
                                              if k.startswith("modules.")}, strict=True)
         self.method.load_state({k[len("state."):]: v.to(self.device) for k, v in tensors.items()
                                 if k.startswith("state.")}, method.get("info", {}))
         if optim_state is not None:
-            self.optimizer.load_state_dict(optim_state)
+            try:
+                self.optimizer.load_state_dict(optim_state)
+            except ValueError as err:    # e.g. saved before Mamba's A_log and D got their own no-decay group
+                raise ValueError(f"{path}: its optimizer state does not fit this version's optimizer ({err}); "
+                                 "train into a new folder") from None
+        if header.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(header["scaler"])
         training = header.get("training", {})
         self.start_epoch, self.best_dice = training.get("epoch", 0), training.get("best_dice", -1.0)
         self.iteration = self.start_epoch * self.settings.iterations_per_epoch
@@ -159,6 +179,8 @@ class Trainer:
             extra = {**{f"modules.{k}": v for k, v in self.method_modules.state_dict().items()},
                      **{f"state.{k}": v for k, v in tensors.items()}}
             meta["method"] = {"name": self.settings.method, "info": info}
+            if self.scaler.is_enabled():       # AMP's loss scale and growth tracker: exact resume on CUDA too
+                meta["scaler"] = self.scaler.state_dict()
         save_checkpoint(self.out_dir / name, self.network, self.config, meta,
                         self.optimizer if name == "last.safetensors" else None, extra_tensors=extra)
 
@@ -188,8 +210,8 @@ class Trainer:
             losses, scalars = [], {}
             bar = tqdm(range(self.settings.iterations_per_epoch), desc=f"epoch {epoch + 1}/{self.settings.epochs}",
                        unit="it", disable=not progress, leave=False)
-            for _ in bar:
-                loss, step_scalars = self._step()
+            for index in bar:
+                loss, step_scalars = self._step(epoch, index)
                 losses.append(loss)
                 for key, value in step_scalars.items():
                     scalars.setdefault(key, []).append(value)
@@ -240,10 +262,11 @@ class Trainer:
         return PatchSampler(cases, self.config.patch_size, self.batch_size,
                             self.settings.oversample_foreground if oversample is None else oversample, seed=seed)
 
-    def _step(self) -> tuple[float, dict[str, float]]:
+    def _step(self, epoch: int = 0, index: int = 0) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             loss, scalars = self.method.loss()
+        self._check_finite_loss(loss, epoch, index)
         self.scaler.scale(loss).backward()
         if self.world_size > 1:
             self._average_method_gradients()
@@ -255,14 +278,33 @@ class Trainer:
         self.method.after_step()
         return float(loss.detach()), scalars
 
+    def _check_finite_loss(self, loss: torch.Tensor, epoch: int, index: int) -> None:
+        """Stop before a NaN/Inf loss reaches the weights (every process agrees, so none waits for the others)."""
+        finite = torch.isfinite(loss.detach()).all().to(torch.int32).reshape(1)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite.item()):
+            kept = f"last.safetensors holds epoch {epoch}" if epoch else "no checkpoint was written"
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch + 1} iteration {index + 1}: {float(loss.detach()):g} "
+                f"(in {self.out_dir}; {kept}); look for NaN/Inf voxels or extreme values in the training images, "
+                "or lower --lr")
+
     def _average_method_gradients(self) -> None:
         """The method's own modules (Diff-CL's denoiser and projection head) run outside DistributedDataParallel,
-        so their gradients are averaged over the processes here; every process then takes the same step."""
-        for parameter in self.method_modules.parameters():
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
-            torch.distributed.all_reduce(parameter.grad)
-            parameter.grad /= self.world_size
+        so their gradients are averaged over the processes here, in one bucket (flattened, one all_reduce,
+        unflattened); every process then takes the same step."""
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        parameters = [p for p in self.method_modules.parameters() if p.requires_grad]
+        if not parameters:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        bucket = _flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(bucket)
+        bucket /= self.world_size
+        for parameter, grad in zip(parameters, _unflatten_dense_tensors(bucket, grads)):
+            parameter.grad = grad
 
     def draw(self, sampler: PatchSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented batch on the device: images (B, C, *patch) float, labels (B, 1, *patch) long."""
@@ -303,6 +345,43 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def resume_mismatch(header: dict, config: dict, seed: int) -> Optional[str]:
+    """Why a run with checkpoint ``header`` cannot be resumed with network ``config`` and ``seed`` (None: it can)."""
+    saved = header.get("network", {})
+    if saved != config:
+        keys = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        return (f"was trained with network {saved.get('network')} features {saved.get('features_per_stage')}, not "
+                f"{config.get('network')} features {config.get('features_per_stage')} (differing: {', '.join(keys)})")
+    trained_seed = header.get("training", {}).get("settings", {}).get("seed")
+    if trained_seed is not None and trained_seed != seed:
+        return f"was trained with --seed {trained_seed}, not --seed {seed}"
+    return None
+
+
+def has_unused_parameters(config: NetworkConfig, loss: DeepSupervisionLoss) -> bool:
+    """Whether some network parameter gets no gradient in a training step, which DistributedDataParallel must then
+    search for (``find_unused_parameters``, an extra graph traversal every step; without it the step fails).
+    The decoder's heads are all evaluated with deep supervision, but a level whose loss weight is 0 (the lowest, as
+    in nnU-Net) never reaches the loss; without deep supervision only the full-resolution head is evaluated."""
+    if not config.deep_supervision:
+        return config.n_stages > 2
+    return any(weight == 0 for weight in loss.weights)
+
+
+def parameter_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Optimiser groups: parameters flagged ``_no_weight_decay`` (Mamba's A_log and D, as mamba_ssm marks them)
+    get no weight decay; every other parameter gets ``weight_decay`` (nnU-Net decays biases and norms too)."""
+    decay, no_decay = [], []
+    for _, parameter in named:
+        if not parameter.requires_grad:
+            continue
+        (no_decay if getattr(parameter, "_no_weight_decay", False) else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
 
 
 def hide_label(case: TrainingCase) -> TrainingCase:

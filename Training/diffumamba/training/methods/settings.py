@@ -32,7 +32,6 @@ class DaleSettings:
 @dataclass
 class DiffCLSettings:
     timesteps: int = _option(1000, "diffusion steps T of the linear noise schedule")
-    sampling_steps: int = _option(10, "DDIM steps when the diffusion branch predicts (validation, export)")
     train_sampling_steps: int = _option(3, "DDIM steps for the pseudo-labels it gives the CNN during training")
     pseudo_weight: float = _option(0.1, "maximum weight of each branch's pseudo-label loss (mu1, mu2)")
     rampup: float = _option(0.4, "fraction of the iterations over which the pseudo-label weights ramp up")

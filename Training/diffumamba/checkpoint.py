@@ -20,9 +20,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .. import __version__
-from ..files import atomic_write_bytes
-from ..nets import NetworkConfig, build_network
+from . import __version__
+from .files import atomic_write_bytes
+from .nets import NetworkConfig, build_network
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "provenance"]
 
@@ -97,9 +97,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise ValueError(f"{path.name} is not a readable safetensors file ({err})") from None
     if "diffumamba" not in metadata:
         raise ValueError(f"{path.name} has no diffumamba header: not a DiffUMambaSeg checkpoint")
-    header = json.loads(metadata["diffumamba"])
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path.name}: unsupported checkpoint format {header.get('format')!r} (expected {FORMAT})")
+    try:
+        header = json.loads(metadata["diffumamba"])
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{path} has a corrupt diffumamba header ({err}): the file was damaged or edited; use "
+                         "another copy of the checkpoint or train again") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ValueError(f"{path.name}: unsupported checkpoint format {found!r} (expected {FORMAT})")
     model_state = {k[len(_MODEL):]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     optimizer_state = None
     if "optimizer" in header:

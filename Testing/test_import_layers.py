@@ -1,0 +1,36 @@
+"""The package's layers import one way: training and propagation may use inference, nothing below imports
+what sits above it, so no import cycle runs training -> propagation -> inference -> training (a cycle that
+made import order matter and tied inference to the trainer)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "Training" / "diffumamba"
+LAYERS = ("training", "propagation", "inference")
+FORBIDDEN = {("inference", "training"), ("inference", "propagation"), ("training", "propagation")}
+
+
+def imported_layers(path: Path) -> set:
+    """The sub-packages a module imports (at module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parts = path.relative_to(PACKAGE).parts[:-1]
+            base = list(parts[:len(parts) - node.level + 1]) if node.level > 1 else list(parts)
+            target = base + (node.module.split(".") if node.module else [])
+            if target and target[0] in LAYERS:
+                found.add(target[0])
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "diffumamba" and len(parts) > 1 and parts[1] in LAYERS:
+                    found.add(parts[1])
+    return found
+
+
+def test_no_layer_imports_a_layer_above_it():
+    for layer in LAYERS:
+        for path in (PACKAGE / layer).rglob("*.py"):
+            for target in imported_layers(path):
+                assert (layer, target) not in FORBIDDEN, f"{path.relative_to(PACKAGE)} imports diffumamba.{target}"
