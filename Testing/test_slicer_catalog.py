@@ -20,8 +20,8 @@ from safetensors.numpy import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DiffUMambaSeg"))
 
-from DiffUMambaSegLib.catalog import (CatalogError, ChecksumError, ModelCache, ModelFileError,  # noqa: E402
-                                      describe, load_catalog)
+from DiffUMambaSegLib.catalog import CatalogError, describe, load_catalog  # noqa: E402
+from DiffUMambaSegLib.model_cache import ChecksumError, ModelCache, ModelFileError  # noqa: E402
 from DiffUMambaSegLib.model_download import DownloadJob  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

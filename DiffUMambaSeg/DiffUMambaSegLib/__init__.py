@@ -4,7 +4,8 @@
 with progress and cancel; ``flows``: nodes -> files -> command; ``result_writer``: the result into the output
 segmentation, undoable, never over the user's edits); ``panel``: the buttons, model list and progress;
 ``editor``: the embedded Segment Editor's life cycle; ``environment``: PythonSlicer and the shipped package;
-``install``: dependencies from the package's pyproject; ``catalog`` / ``model_download``: the model catalog,
-verified downloads and imports; ``scene``: volume and segmentation nodes <-> files; ``rt_study_export``:
-SlicerRT's exporter, when present; ``self_test``: the in-Slicer test.
+``install``: dependencies from the package's pyproject; ``catalog``: the model catalog; ``model_cache``:
+verified downloads and imports into the user's cache; ``model_download``: downloads in the background;
+``scene``: volume and segmentation nodes <-> files; ``rt_study_export``: SlicerRT's exporter, when present;
+``self_test``: the in-Slicer test.
 """

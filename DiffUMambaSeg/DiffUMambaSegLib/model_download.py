@@ -12,7 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .catalog import DownloadCancelled, ModelCache, ModelEntry
+from .catalog import ModelEntry
+from .model_cache import DownloadCancelled, ModelCache
 from .runner import poll_until
 
 __all__ = ["DownloadJob", "DownloadResult"]

@@ -15,6 +15,7 @@ import qt
 import slicer
 
 from . import catalog
+from .model_cache import ModelCache
 from .logic import chosen_path
 from .model_download import DownloadJob
 
@@ -33,9 +34,9 @@ def _(text: str) -> str:
 
 
 class Panel:
-    def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[catalog.ModelCache] = None):
+    def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[ModelCache] = None):
         self.ui, self.logic, self.editor, self.parameters = ui, logic, editor, parameters
-        self.cache = cache or catalog.ModelCache()
+        self.cache = cache or ModelCache()
         self.entries, problem = [], ""
         try:
             self.entries = catalog.load_catalog(catalogPath) if Path(catalogPath).is_file() else []
