@@ -8,7 +8,7 @@ class (slicer-core wheel), vtk.  Stand-ins (strict, API lists from PySide6 and t
     with SlicerSession(module_dir=..., work=tmp_path, testing=True) as session:
         session.load_module("Name"); w = session.show_module("Name"); ...
 
-Files: qtapi.py (member lists), strict.py (PythonQt object model), widgets.py (Qt/CTK behaviour),
+Files: qtapi.py (member lists), strict.py (PythonQt object model), widgets.py / ctkwidgets.py (Qt / CTK behaviour),
 mrmlwidgets.py (qMRML widgets on the real scene), uiloader.py (.ui files), application.py
 (slicer.app, event loop, settings, dialogs), session.py (assembly and module life cycle).
 """

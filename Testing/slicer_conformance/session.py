@@ -16,7 +16,7 @@ import time
 import types
 from pathlib import Path
 
-from . import application, mrmlwidgets, qtapi, uiloader, widgets
+from . import application, ctkwidgets, mrmlwidgets, qtapi, uiloader, widgets
 from .strict import Hooks, StrictQObject
 
 
@@ -122,10 +122,10 @@ def _make_qt_module():
 def _make_ctk_module():
     mod = types.ModuleType("ctk", "Stand-in for CTK's PythonQt module (slicer_conformance).")
     for n in ("ctkCollapsibleButton", "ctkPathLineEdit", "ctkDirectoryButton", "ctkComboBox", "ctkCheckBox"):
-        setattr(mod, n, getattr(widgets, n))
+        setattr(mod, n, getattr(ctkwidgets, n))
     mod.ctkMessageBox = application.ctkMessageBox
     for n in _NO_HEADER_CTK:
-        setattr(mod, n, widgets.no_header(n))
+        setattr(mod, n, ctkwidgets.no_header(n))
     return mod
 
 
@@ -299,7 +299,7 @@ class SlicerSession:
                   "qSlicerWidget"):
             setattr(slicer, n, getattr(mrmlwidgets, n))
         for n in _NO_HEADER_SLICER:
-            setattr(slicer, n, widgets.no_header(n))
+            setattr(slicer, n, ctkwidgets.no_header(n))
         slicer.dicomDatabase = None
         return slicer
 
