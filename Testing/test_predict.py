@@ -100,6 +100,10 @@ def test_dicom_input_gives_seg_and_rtstruct_referencing_the_series(everything_mo
     image = read_series(series)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ct_dicom.nii.gz")))
     assert labels.all()                                           # the biased model marks everything
+    from dicom_validation import assert_valid_dicom
+
+    for written in ("ct_dicom_seg.dcm", "ct_dicom_rtstruct.dcm"):
+        assert_valid_dicom(tmp_path / written)
     seg_labels, names = read_seg(tmp_path / "ct_dicom_seg.dcm", image, series.frame_of_reference)
     assert names == {1: "GTV"} and np.array_equal(seg_labels, labels)
     structure_set = read_rtstruct(tmp_path / "ct_dicom_rtstruct.dcm")

@@ -74,6 +74,10 @@ def test_dicom_prior_with_rtstruct_gives_rtstruct_and_seg_on_the_current_series(
                  "--progress", "json"]) == 0
     labels = array(out / "image.nii.gz")
     assert dice(labels, gtv) > 0.97                  # the same scan: registration is (nearly) the identity
+    from dicom_validation import assert_valid_dicom
+
+    for written in ("image_rtstruct.dcm", "image_seg.dcm"):
+        assert_valid_dicom(out / written)
     rtstruct = pydicom.dcmread(out / "image_rtstruct.dcm")
     assert rtstruct.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == case.slices[0].FrameOfReferenceUID
     back = rasterise(read_rtstruct(out / "image_rtstruct.dcm").rois, case.image)

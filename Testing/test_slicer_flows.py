@@ -145,6 +145,10 @@ def test_dicom_export_of_an_edited_segmentation(sarcoma_scene, shared_data, tmp_
     job = flows.prepare_dicom_export(scene, reviewed, ct, files, tmp_path / "work", tmp_path / "out", name="STS_019")
     run(job)
     series = choose_series(scan_folder(dicom))
+    from dicom_validation import assert_valid_dicom
+
+    for written in ("STS_019_rtstruct.dcm", "STS_019_seg.dcm"):
+        assert_valid_dicom(tmp_path / "out" / written)
     back = rasterise(read_rtstruct(tmp_path / "out" / "STS_019_rtstruct.dcm").rois, read_series(series)) > 0
     assert np.array_equal(back, edited) and edited.any()
     seg = pydicom.dcmread(tmp_path / "out" / "STS_019_seg.dcm")

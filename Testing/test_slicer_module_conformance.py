@@ -292,6 +292,10 @@ def test_every_export_format_runs_without_blocking(session, dicom_ct, tmp_path):
         assert not session.slot_errors, (form, session.slot_errors)
         written[form] = ui.logText.toPlainText().splitlines()[-1]
     assert (out / "LUNG1_GTV.seg.nrrd").is_file() and (out / "LUNG1_GTV.nii.gz").is_file()
+    from dicom_validation import assert_valid_dicom
+
+    for written in ("LUNG1_GTV_rtstruct.dcm", "LUNG1_GTV_seg.dcm"):
+        assert_valid_dicom(out / written)
     rtstruct = pydicom.dcmread(out / "LUNG1_GTV_rtstruct.dcm")
     assert rtstruct.Modality == "RTSTRUCT" and rtstruct.StructureSetROISequence[0].ROIName == "GTV"
     assert pydicom.dcmread(out / "LUNG1_GTV_seg.dcm").Modality == "SEG"
