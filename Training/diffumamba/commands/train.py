@@ -23,7 +23,8 @@ def add_parser(commands) -> None:
                         help="training method: plain supervised, DALE (noisy labels in fuzzy regions) or Diff-CL "
                              "(semi-supervised; needs unlabelled cases, see --labeled-fraction)")
     add_training_arguments(parser)
-    parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS")
+    parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS",
+                        help="score the validation cases every EPOCHS epochs and after the last (0: never; then no best checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN/last.safetensors (same network, features, method and seed)")
@@ -50,6 +51,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="default: the plan's")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
+    parser.add_argument("--oversample", type=float, default=0.33, metavar="F",
+                        help="fraction of each batch centred on foreground (default 0.33, nnU-Net's)")
+    parser.add_argument("--dice", choices=["sample", "batch"], default="sample",
+                        help="Dice of the loss per sample, or pooled over the batch (nnU-Net's batch_dice)")
+    parser.add_argument("--residual-init", choices=["he", "zero"], default="he",
+                        help="he: He init everywhere (the official networks'); zero: then zero each residual "
+                             "block's last norm (as nnU-Net ResEnc) and the segmentation heads, so training starts "
+                             "from logits 0")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--task", default="auto", choices=["auto", "segmentation", "propagation"],
                         help="propagation: train a refinement model on a dataset of (current scan, registered prior "
@@ -100,6 +109,8 @@ def training_settings(args: argparse.Namespace, seed: int, validate_every: int =
 
     return TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
                          validate_every=validate_every, augment=not args.no_augment, elastic=args.elastic,
+                         oversample_foreground=args.oversample, batch_dice=args.dice == "batch",
+                         zero_init_residual=args.residual_init == "zero",
                          seed=seed, device=args.device, prior_dropout=args.prior_dropout,
                          prior_perturb=args.prior_perturb, task=task, method=getattr(args, "method", "supervised"),
                          method_options=method_options(args))

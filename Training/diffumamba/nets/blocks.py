@@ -13,7 +13,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["conv_class", "ResidualBlock", "residual_stage", "UpsampleLayer", "init_he"]
+__all__ = ["conv_class", "ResidualBlock", "residual_stage", "UpsampleLayer", "init_he", "zero_init_residual"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
@@ -101,3 +101,12 @@ def init_he(module: nn.Module, neg_slope: float = 1e-2) -> None:
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def zero_init_residual(module: nn.Module) -> None:
+    """nnU-Net ResEnc's ``init_last_bn_before_add_to_0``: zero the affine weight and bias of each residual block's
+    last norm, so every block starts as its shortcut and the logits of a freshly built deep network start near zero
+    (cross-entropy about log(classes)) instead of growing with the number of blocks. Apply with ``module.apply``."""
+    if isinstance(module, ResidualBlock):
+        nn.init.zeros_(module.norm2.weight)
+        nn.init.zeros_(module.norm2.bias)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import init_he
+from .blocks import init_he, zero_init_residual
 from .config import NetworkConfig
 from .decoder import ResidualDecoder
 from .encoder import ResidualEncoder
@@ -48,6 +48,17 @@ class ResUNet(nn.Module):
                                        d_conv=config.d_conv, expand=config.expand)
             for s in config.high_frequency_stages})
         self.time_embedding = TimestepEmbedding(config.features_per_stage) if config.time_conditioning else None
+
+    def zero_init_outputs(self) -> None:
+        """Start every residual block as its shortcut (nnU-Net ResEnc's zeroed last norm) and every segmentation
+        head at zero, so training starts from logits 0 (cross-entropy log(classes)). With He init alone the
+        un-normalised 1x1 shortcuts of UMambaBot's blocks let activations grow block after block: on a real CT
+        patch the initial logits reach 20-40 and the cross-entropy 1-14 depending on the seed (Testing/
+        test_training_choices.py), which the first few hundred steps then spend undoing."""
+        self.apply(zero_init_residual)
+        for head in self.decoder.seg_layers:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def build_bottleneck(self, config: NetworkConfig) -> None:
         """Create the modules of the bottleneck (none for the plain U-Net)."""

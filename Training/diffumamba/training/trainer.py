@@ -59,6 +59,8 @@ class TrainSettings:
     weight_decay: float = 3e-5
     grad_clip: float = 12.0
     oversample_foreground: float = 0.33
+    batch_dice: bool = False         # pool the Dice over the batch (nnU-Net's 3d_fullres on large images)
+    zero_init_residual: bool = False  # residual blocks start as their shortcut, heads at 0 (ResUNet.zero_init_outputs)
     validate_every: int = 50
     sw_overlap: float = 0.5
     augment: bool = True
@@ -103,9 +105,11 @@ class Trainer:
         self.config = config = method_class.adapt_config(config, settings.method_options)
         torch.manual_seed(settings.seed)
         self.network = build_network(config).to(self.device)
+        if settings.zero_init_residual:
+            self.network.zero_init_outputs()
         self.model = self.network
         n_outputs = config.n_stages - 1 if config.deep_supervision else 1
-        self.loss = DeepSupervisionLoss(DiceCELoss(), deep_supervision_weights(n_outputs))
+        self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=settings.batch_dice), deep_supervision_weights(n_outputs))
         self.iteration = 0
         self.method = method_class(self)
         self.method_modules = torch.nn.ModuleDict(self.method.modules()).to(self.device)
@@ -220,7 +224,8 @@ class Trainer:
             method_scalars.update(self.method.end_epoch(epoch))
             row = {"epoch": epoch + 1, "lr": self.learning_rate(epoch), "train_loss": float(np.mean(losses)),
                    "val_dice": math.nan, "seconds": 0.0}
-            due = (epoch + 1) % self.settings.validate_every == 0 or epoch + 1 == self.settings.epochs
+            due = self.settings.validate_every > 0 and ((epoch + 1) % self.settings.validate_every == 0
+                                                       or epoch + 1 == self.settings.epochs)
             if self.val_cases and due and self.rank == 0:
                 row["val_dice"] = self.validate()
                 if row["val_dice"] > self.best_dice:

@@ -1,0 +1,31 @@
+"""Run a command line as a child process and measure it: wall seconds and the child's own peak memory.
+
+``os.wait4`` returns the resource usage of that one child (its peak resident set), not the maximum over
+every child so far as ``RUSAGE_CHILDREN`` would; worker processes the child starts (nnU-Net's augmentation
+and export workers) are not included.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def run_measured(command: list[str], env: dict | None, log, cwd=None) -> dict:
+    """Run ``command`` with its output appended to the open file ``log``; raise CommandFailed on a non-zero exit."""
+    log.write(f"\n$ {shlex.join(command)}\n")
+    log.flush()
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise CommandFailed(f"{command[0]} exited with {process.returncode}; see {log.name}")
+    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}
