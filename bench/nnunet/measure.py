@@ -14,7 +14,7 @@ import time
 
 
 class CommandFailed(RuntimeError):
-    pass
+    """A measured command exited with a non-zero status (its output is in the log)."""
 
 
 def run_measured(command: list[str], env: dict | None, log, cwd=None) -> dict:
