@@ -85,6 +85,8 @@ OUR_ARMS: dict[str, OurArm] = {
     "diffumamba": OurArm("diffumamba"),
     "umambabot": OurArm("umambabot"),
     "resunet-no-augment": OurArm("resunet", ("--no-augment",)),
+    "resunet-in-patch": OurArm("resunet", ("--spatial-aug", "in-patch")),
+    "diffumamba-in-patch": OurArm("diffumamba", ("--spatial-aug", "in-patch")),
     "resunet-zero-init": OurArm("resunet", ("--residual-init", "zero")),
     "resunet-batch-dice": OurArm("resunet", ("--dice", "batch")),
     "resunet-oversample-0.5": OurArm("resunet", ("--oversample", "0.5")),

@@ -50,6 +50,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="initial learning rate (default 1e-3 diffumamba, 1e-2 others)")
     parser.add_argument("--batch-size", type=int, help="default: the plan's")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--spatial-aug", choices=["enlarged", "in-patch"], default="enlarged",
+                        help="enlarged: rotate and scale a larger box around the patch and crop it back, in-plane "
+                             "only for thin patches (nnU-Net's); in-patch: rotate the patch itself about every axis, "
+                             "zero-padding its corners (before 0.9)")
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
     parser.add_argument("--oversample", type=float, default=0.33, metavar="F",
                         help="fraction of each batch centred on foreground (default 0.33, nnU-Net's)")
@@ -109,6 +113,7 @@ def training_settings(args: argparse.Namespace, seed: int, validate_every: int =
 
     return TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, initial_lr=args.lr,
                          validate_every=validate_every, augment=not args.no_augment, elastic=args.elastic,
+                         spatial_augmentation=args.spatial_aug,
                          oversample_foreground=args.oversample, batch_dice=args.dice == "batch",
                          zero_init_residual=args.residual_init == "zero",
                          seed=seed, device=args.device, prior_dropout=args.prior_dropout,

@@ -4,6 +4,9 @@ In every batch the last ``round(batch * oversample)`` patches (at least one thir
 centred on a foreground voxel, so small tumours in large CTs are seen often enough; the others are
 placed uniformly at random. Volumes smaller than the patch are zero-padded (label 0). Foreground
 locations are sampled once per case (up to 10,000 voxels per class), as nnU-Net stores them.
+With a ``margin`` the sampler returns the patch grown by the margin on every side, around the same centre, for
+augmentation that rotates and scales before cropping back to the patch (``spatial_augmentation``); where the
+patch lands is the same either way.
 """
 
 from __future__ import annotations
@@ -56,25 +59,29 @@ class PatchSampler:
         batch_size: patches per batch.
         oversample_foreground: fraction of each batch forced to contain foreground (nnU-Net: 0.33).
         seed: seed of the sampler's own random generator (reproducible batches, resumable runs).
+        margin: voxels added on both sides of each axis of every returned patch (default none).
     """
 
     def __init__(self, cases: Sequence[TrainingCase], patch_size: Sequence[int], batch_size: int,
-                 oversample_foreground: float = 0.33, seed: int = 0):
+                 oversample_foreground: float = 0.33, seed: int = 0, margin: Sequence[int] | None = None):
         if not cases:
             raise ValueError("no training cases")
         self.cases, self.patch_size, self.batch_size = list(cases), tuple(patch_size), batch_size
+        self.margin = tuple(margin) if margin is not None else (0,) * len(self.patch_size)
+        self.sampling_size = tuple(p + 2 * m for p, m in zip(self.patch_size, self.margin))
         self.n_foreground = int(round(batch_size * oversample_foreground))
         if oversample_foreground > 0:
             self.n_foreground = max(1, self.n_foreground)
         self.rng = np.random.default_rng(seed)
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """(B, C, *patch) float32 and (B, 1, *patch) int16."""
+        """(B, C, *sampling_size) float32 and (B, 1, *sampling_size) int16 (the patch grown by the margin)."""
         data, labels = [], []
         for index in range(self.batch_size):
             case = self.cases[self.rng.integers(len(self.cases))]
             force = index >= self.batch_size - self.n_foreground
-            d, l = self.crop(case, self.patch_start(case, force))
+            start = [s - m for s, m in zip(self.patch_start(case, force), self.margin)]
+            d, l = self.crop(case, start, self.sampling_size)
             data.append(d)
             labels.append(l[None])
         return np.stack(data), np.stack(labels).astype(np.int16)
@@ -88,13 +95,14 @@ class PatchSampler:
             return [int(np.clip(c - p // 2, min(0, n - p), max(0, n - p))) for c, p, n in zip(centre, self.patch_size, shape)]
         return [int(self.rng.integers(min(0, n - p), max(0, n - p) + 1)) for p, n in zip(self.patch_size, shape)]
 
-    def crop(self, case: TrainingCase, start: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The patch at ``start`` (may be negative or overhang: padded with zeros)."""
-        shape = case.label.shape
-        source = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch_size, shape))
+    def crop(self, case: TrainingCase, start: Sequence[int], size: Sequence[int] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The box of ``size`` (default: the patch) at ``start`` (may be negative or overhang: padded with zeros)."""
+        shape, size = case.label.shape, tuple(size or self.patch_size)
+        source = tuple(slice(max(s, 0), max(min(s + p, n), max(s, 0))) for s, p, n in zip(start, size, shape))
         target = tuple(slice(src.start - s, src.stop - s) for src, s in zip(source, start))
-        data = np.zeros((case.data.shape[0], *self.patch_size), np.float32)
-        label = np.zeros(self.patch_size, case.label.dtype)
+        data = np.zeros((case.data.shape[0], *size), np.float32)
+        label = np.zeros(size, case.label.dtype)
         data[(slice(None), *target)] = case.data[(slice(None), *source)]
         label[target] = case.label[source]
         return data, label

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..devices import resolve_device
+from ..devices import convolution_memory_format, resolve_device
 from ..nets import NetworkConfig, build_network
 from .prior_augmentation import perturb_prior
 from .augmentation import training_transforms
@@ -64,6 +64,7 @@ class TrainSettings:
     validate_every: int = 50
     sw_overlap: float = 0.5
     augment: bool = True
+    spatial_augmentation: str = "enlarged"  # nnU-Net's rotate/scale of a larger box, cropped; "in-patch": the patch
     elastic: bool = False
     seed: int = 0
     device: str = "auto"
@@ -104,9 +105,11 @@ class Trainer:
         method_class = build_method(settings.method)
         self.config = config = method_class.adapt_config(config, settings.method_options)
         torch.manual_seed(settings.seed)
+        self.memory_format = convolution_memory_format(self.device, config.spatial_dims)
         self.network = build_network(config).to(self.device)
         if settings.zero_init_residual:
             self.network.zero_init_outputs()
+        self.network.to(memory_format=self.memory_format)
         self.model = self.network
         n_outputs = config.n_stages - 1 if config.deep_supervision else 1
         self.loss = DeepSupervisionLoss(DiceCELoss(batch_dice=settings.batch_dice), deep_supervision_weights(n_outputs))
@@ -122,6 +125,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
         self.start_epoch, self.best_dice = 0, -1.0
         self._prior_rng, self._transforms = None, None
+        self.spatial_plan = None
+        if settings.augment and settings.spatial_augmentation != "in-patch":
+            from .spatial_augmentation import spatial_plan
+
+            self.spatial_plan = spatial_plan(config.patch_size)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser trains: the network and the method's own modules."""
@@ -259,13 +267,18 @@ class Trainer:
         torch.manual_seed(seed)
         prior = self.settings.task == "propagation"
         self._transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed,
-                                               prior_key=prior) if self.settings.augment else None
+                                               prior_key=prior, plan=self.spatial_plan) if self.settings.augment else None
         self._prior_rng = np.random.default_rng(seed + 7) if prior else None
         return seed
 
-    def make_sampler(self, cases: Sequence[TrainingCase], seed: int, oversample: Optional[float] = None) -> PatchSampler:
+    def make_sampler(self, cases: Sequence[TrainingCase], seed: int, oversample: Optional[float] = None,
+                     for_draw: bool = True) -> PatchSampler:
+        """A sampler for ``draw`` (its patches carry the augmentation's margin), or with ``for_draw=False`` one whose
+        ``crop`` gives plain patches."""
+        margin = self.spatial_plan.margin if for_draw and self.spatial_plan is not None else None
         return PatchSampler(cases, self.config.patch_size, self.batch_size,
-                            self.settings.oversample_foreground if oversample is None else oversample, seed=seed)
+                            self.settings.oversample_foreground if oversample is None else oversample, seed=seed,
+                            margin=margin)
 
     def _step(self, epoch: int = 0, index: int = 0) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -326,7 +339,8 @@ class Trainer:
         if prior:
             images = perturb_prior(images.float(), self._prior_rng, self.settings.prior_dropout,
                                    self.settings.prior_perturb)
-        return images.float().to(self.device), labels.round().long().to(self.device)
+        return (images.float().to(self.device, memory_format=self.memory_format),
+                labels.round().long().to(self.device))
 
     def validate(self) -> float:
         """Mean foreground Dice over validation cases (whole volumes, Gaussian sliding window)."""

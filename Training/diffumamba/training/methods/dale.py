@@ -81,7 +81,7 @@ class Dale(TrainingMethod):
         """phi per case from the teacher's average boundary entropy (AE) and lesion-region error rate (ER) on
         ``partition_patches`` patches (half centred on the lesion); written to ``dale_partition.json``."""
         trainer, settings = self.trainer, self.settings
-        sampler = trainer.make_sampler(trainer.train_cases, seed + 11)
+        sampler = trainer.make_sampler(trainer.train_cases, seed + 11, for_draw=False)
         names, ae, er = [], [], []
         for case in trainer.train_cases:
             patches = [sampler.crop(case, sampler.patch_start(case, foreground=i % 2 == 0))
