@@ -21,8 +21,8 @@ def convolution_memory_format(device, spatial_dims: int):
     """The memory format 3D networks train fastest in on ``device``.
 
     On the CPU oneDNN's 3D convolutions, above all their backward pass, are about a third faster on channels-last
-    tensors (``bench/memory_format.py``: a training step of the brain benchmark's ResUNet 0.59 -> 0.40 s on 2
-    cores); 2D networks are slower that way on the CPU, and CUDA is unmeasured, so both stay contiguous.
+    tensors (``bench/memory_format.py``: a training step of the brain benchmark's ResUNet takes 0.70x the time
+    on 2 cores); 2D networks are slower that way on the CPU, and CUDA is unmeasured, so both stay contiguous.
     """
     import torch
 
