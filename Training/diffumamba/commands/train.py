@@ -53,7 +53,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spatial-aug", choices=["enlarged", "in-patch"], default="enlarged",
                         help="enlarged: rotate and scale a larger box around the patch and crop it back, in-plane "
                              "only for thin patches (nnU-Net's); in-patch: rotate the patch itself about every axis, "
-                             "zero-padding its corners (before 0.9)")
+                             "zero-padding its corners (the earlier default)")
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
     parser.add_argument("--oversample", type=float, default=0.33, metavar="F",
                         help="fraction of each batch centred on foreground (default 0.33, nnU-Net's)")

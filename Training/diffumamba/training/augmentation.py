@@ -29,13 +29,13 @@ def training_transforms(spatial_dims: int = 3, elastic: bool = False, seed: int 
 
     keys = ["image", "prior", "label"] if prior_key else ["image", "label"]
     modes = ("bilinear",) * (len(keys) - 1) + ("nearest",)
-    angle = math.radians(30) if spatial_dims == 3 else math.pi
-    rotate = (angle,) * (3 if spatial_dims == 3 else 1)
     if plan is not None:
         from .spatial_augmentation import RandRotateScaleCropd
 
         steps = [RandRotateScaleCropd(keys, modes, plan)]
     else:
+        angle = math.radians(30) if spatial_dims == 3 else math.pi
+        rotate = (angle,) * (3 if spatial_dims == 3 else 1)
         steps = [T.RandAffined(keys, prob=0.2, rotate_range=rotate, scale_range=(0.3,) * spatial_dims,
                                mode=modes, padding_mode="zeros")]
     if elastic:

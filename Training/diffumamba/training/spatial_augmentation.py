@@ -129,8 +129,8 @@ class RandRotateScaleCropd(Randomizable, MapTransform):
             return out
         dims = len(self.plan.patch_size)
         scales = [self.scale if axis in self.plan.scaled_axes else 1.0 for axis in range(dims)]
+        affine = Affine(rotate_params=self.angles, scale_params=scales, spatial_size=self.plan.patch_size,
+                        padding_mode="zeros", image_only=True)
         for key in self.key_iterator(out):
-            affine = Affine(rotate_params=self.angles, scale_params=scales, spatial_size=self.plan.patch_size,
-                            mode=self.modes[key], padding_mode="zeros", image_only=True)
-            out[key] = affine(out[key])
+            out[key] = affine(out[key], mode=self.modes[key])
         return out
