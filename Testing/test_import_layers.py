@@ -34,3 +34,15 @@ def test_no_layer_imports_a_layer_above_it():
         for path in (PACKAGE / layer).rglob("*.py"):
             for target in imported_layers(path):
                 assert (layer, target) not in FORBIDDEN, f"{path.relative_to(PACKAGE)} imports diffumamba.{target}"
+
+
+def test_the_package_never_imports_nnunet_or_the_gui():
+    """nnunetv2 and dynamic-network-architectures are test dependencies (the import-nnunet tests build the official
+    networks from them); the package reads nnU-Net's files itself. Slicer, Qt, CTK and VTK belong to the module."""
+    banned = {"nnunetv2", "dynamic_network_architectures", "slicer", "qt", "ctk", "vtk"}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in banned, f"{path.relative_to(PACKAGE)} imports {name}"

@@ -24,7 +24,8 @@ from . import __version__
 from .files import atomic_write_bytes
 from .nets import NetworkConfig, build_network
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "provenance"]
+__all__ = ["FORMAT", "save_checkpoint", "checkpoint_bytes", "weights_only_bytes", "load_checkpoint",
+           "load_checkpoint_bytes", "load_model", "provenance"]
 
 FORMAT = "diffumamba-checkpoint/1"
 _MODEL, _OPTIM, _METHOD = "model.", "optimizer.", "method."
@@ -59,12 +60,19 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: NetworkConfig, m
     With ``optimizer`` its state is included so that training can resume exactly; ``extra_tensors`` (a training
     method's modules and state) are stored beside the weights, which ``load_model`` ignores.
     """
-    from safetensors.torch import save
-
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {_MODEL + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tensors.update({_METHOD + k: v.detach().contiguous().cpu() for k, v in (extra_tensors or {}).items()})
     header = {"format": FORMAT, "network": config.to_dict(), "provenance": provenance(), **meta}
+    atomic_write_bytes(path, checkpoint_bytes(tensors, header, optimizer))
+
+
+def checkpoint_bytes(tensors: dict[str, torch.Tensor], header: dict[str, Any],
+                     optimizer: Optional[torch.optim.Optimizer] = None) -> bytes:
+    """The safetensors file of ``tensors`` (already prefixed ``model.``/``method.``), ``header`` and the optimizer."""
+    from safetensors.torch import save
+
+    tensors, header = dict(tensors), dict(header)
     if optimizer is not None:
         state = optimizer.state_dict()
         scalars = {}
@@ -75,16 +83,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: NetworkConfig, m
                 else:
                     scalars[f"{index}.{key}"] = value
         header["optimizer"] = {"param_groups": state["param_groups"], "scalars": scalars}
-    atomic_write_bytes(path, save(tensors, metadata={"diffumamba": json.dumps(header)}))
+    return save(tensors, metadata={"diffumamba": json.dumps(header)})
+
+
+def weights_only_bytes(header: dict[str, Any], model_state: dict[str, torch.Tensor]) -> bytes:
+    """A checkpoint of the weights and header alone (no optimizer, no method state): what a model package ships."""
+    header = {k: v for k, v in header.items() if k != "optimizer"}
+    return checkpoint_bytes({_MODEL + k: v.detach().contiguous().cpu() for k, v in model_state.items()}, header)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Optional[dict]]:
     """(header, model state_dict, optimizer state_dict or None), without unpickling anything."""
+    path = Path(path)
+    return load_checkpoint_bytes(path.read_bytes(), path)
+
+
+def load_checkpoint_bytes(raw: bytes, path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Optional[dict]]:
+    """``load_checkpoint`` of a file's content (e.g. a member of a model package); ``path`` names it in errors."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     path = Path(path)
-    raw = path.read_bytes()
     pickled = raw[:1] == b"\x80" or raw[:2] == b"PK"     # a pickle (protocol 2+) or torch.save's zip
     if path.suffix in (".pt", ".pth", ".pkl", ".ckpt") or (pickled and not _safetensors_layout(raw)):
         raise ValueError(f"{path.name} is a pickled PyTorch file; DiffUMambaSeg never unpickles checkpoints "
@@ -136,9 +155,12 @@ def load_method_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return {k[len(_METHOD):]: v for k, v in load(Path(path).read_bytes()).items() if k.startswith(_METHOD)}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from the checkpoint's own config and load its weights (strictly)."""
-    header, state, _ = load_checkpoint(path)
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               raw: Optional[bytes] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from the checkpoint's own config and load its weights (strictly).
+
+    ``raw``: the checkpoint's bytes when it is not a file of its own (a model package member named ``path``)."""
+    header, state, _ = load_checkpoint(path) if raw is None else load_checkpoint_bytes(raw, path)
     model = build_network(NetworkConfig.from_dict(header["network"]))
     try:
         model.load_state_dict(state, strict=True)

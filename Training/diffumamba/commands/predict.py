@@ -19,7 +19,7 @@ def add_parser(commands) -> None:
                     "One run at a time writes into an --out folder.")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
     parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="CHECKPOINT",
-                        help="one or more .safetensors checkpoints of one plan (e.g. the 5 folds)")
+                        help="one or more .safetensors checkpoints of one plan (e.g. the 5 folds), or model packages (.zip)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["nifti"], dest="formats",
                         help="output formats (default nifti); dicom-seg and rtstruct need a DICOM input")

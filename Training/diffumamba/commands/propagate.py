@@ -27,7 +27,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--current", type=Path, required=True, help="current scan: DICOM series folder or image file")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--model", type=Path, nargs="+", metavar="CHECKPOINT",
-                        help="propagation checkpoint(s) (ensembled); without: registration only")
+                        help="propagation checkpoint(s) or model packages (.zip), ensembled; without: registration only")
     parser.add_argument("--prior-roi", metavar="NAME_OR_REGEX",
                         help="structure(s) of --prior-gtv to propagate (default: the only one, else names matching "
                              "'gtv.*', case-insensitive)")

@@ -97,7 +97,8 @@ def preprocess_cases(cases: list[Case], plan: Plan, out_root: Path,
     for case in (progress(todo) if progress else todo):
         data, label, spacing, _ = read_case(case)
         out, out_label, properties = preprocess_case(data, label, spacing, plan.target_spacing, plan.channel_names,
-                                                     plan.intensities, plan.image_order, plan.linear_labels)
+                                                     plan.intensities, plan.image_order, plan.linear_labels,
+                                                     separate_z_order=plan.separate_z_order)
         buffer = io.BytesIO()
         arrays = {"data": out.astype(np.float32)}
         if out_label is not None:

@@ -48,6 +48,8 @@ class Plan:
     linear_labels: bool = False
     inference: dict = field(default_factory=dict)   # defaults for ``predict``: overlap, crop
     task: str = "segmentation"                       # or "propagation" (channels: current, prior image, prior GTV)
+    separate_z_order: Optional[int] = None           # nnU-Net's slice-axis resampling (imported models), see
+                                                     # preprocessing.preprocess_case; None: image_order on all axes
 
     def network_config(self) -> NetworkConfig:
         return NetworkConfig.from_dict(self.network)
@@ -64,7 +66,10 @@ class Plan:
         return {"plan": asdict(self), "labels": dict(self.labels), "fingerprint_hash": self.fingerprint_hash}
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        values = asdict(self)
+        if values["separate_z_order"] is None:
+            del values["separate_z_order"]           # plans from before the field keep their hash (and cache)
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import numpy as np
 from .dataset import check_finite
 from .fingerprint import nonzero_bbox
 
-__all__ = ["CaseProperties", "resampled_shape", "resample_array", "resample_labels", "normalise",
+__all__ = ["CaseProperties", "resampled_shape", "resample_array", "resample_image", "slice_axis", "resample_labels",
+           "normalise",
            "preprocess_case", "restore_to_original"]
 
 
@@ -67,6 +68,39 @@ def resample_array(array: np.ndarray, new_shape: Sequence[int], order: int = 3) 
     return sitk.GetArrayFromImage(resampled)
 
 
+ANISOTROPY = 3.0   # nnU-Net's ANISO_THRESHOLD
+
+
+def slice_axis(spacing: Sequence[float], target_spacing: Sequence[float]) -> int | None:
+    """nnU-Net's choice of a separately resampled axis: the one coarsest axis of the source spacing if it is more
+    than 3x the finest, else of the target spacing; None when neither is anisotropic or two axes tie."""
+    for candidate in (spacing, target_spacing):
+        values = np.asarray(candidate, dtype=float)
+        if values.max() / values.min() > ANISOTROPY:
+            coarse = np.flatnonzero(values == values.max())
+            return int(coarse[0]) if len(coarse) == 1 else None
+    return None
+
+
+def resample_image(array: np.ndarray, new_shape: Sequence[int], order: int, axis: int | None = None,
+                   axis_order: int = 0) -> np.ndarray:
+    """``resample_array``, or with ``axis`` nnU-Net's anisotropic resampling: within each slice with ``order``, then
+    along ``axis`` with ``axis_order`` (nnU-Net: nearest neighbour), so thick slices are not blended by a spline."""
+    if axis is None or array.shape[axis] == new_shape[axis]:
+        return resample_array(array, new_shape, order)
+    in_plane = list(new_shape)
+    in_plane[axis] = array.shape[axis]
+    resampled = resample_array(array, in_plane, order)
+    if axis_order != 0:
+        return resample_array(resampled, new_shape, axis_order)
+    # Nearest slice, computed exactly as nnU-Net's map_coordinates(order=0): centre-aligned source coordinate
+    # scale * (i + 0.5) - 0.5, rounded by floor(c + 0.5). A scale like 2/3 puts every third coordinate on a tie,
+    # which any other rounding (ITK's included) breaks the other way, taking the neighbouring slice.
+    scale = float(array.shape[axis]) / new_shape[axis]
+    source = np.floor(scale * (np.arange(new_shape[axis]) + 0.5) - 0.5 + 0.5).astype(int)
+    return np.take(resampled, np.clip(source, 0, array.shape[axis] - 1), axis=axis)
+
+
 def resample_labels(labels: np.ndarray, new_shape: Sequence[int], linear: bool = False) -> np.ndarray:
     """Resample an integer label map: nearest neighbour, or linear on each label's mask then argmax."""
     if not linear:
@@ -99,8 +133,12 @@ def normalise(data: np.ndarray, channel_names: Sequence[str], intensities: Seque
 
 def preprocess_case(data: np.ndarray, label: np.ndarray | None, spacing: Sequence[float],
                     target_spacing: Sequence[float], channel_names: Sequence[str], intensities: Sequence[dict],
-                    image_order: int = 3, linear_labels: bool = False, source: str = "the image"):
+                    image_order: int = 3, linear_labels: bool = False, source: str = "the image",
+                    separate_z_order: int | None = None):
     """Crop, resample and normalise one case. Returns (data, label or None, CaseProperties).
+
+    ``separate_z_order``: resample the slice axis of anisotropic data separately with this order, as nnU-Net does
+    (``slice_axis``; models imported from nnU-Net), instead of with ``image_order`` like the other axes.
 
     NaN/Inf voxels are refused (``source`` names the file in the error), or replaced inside
     ``dataset.replacing_nonfinite``: one of them would spread through resampling and normalisation."""
@@ -112,7 +150,9 @@ def preprocess_case(data: np.ndarray, label: np.ndarray | None, spacing: Sequenc
     shape = resampled_shape(cropped.shape[1:], spacing, target_spacing)
     # Normalise before resampling, as nnU-Net does, so CT clipping happens on the original HU values.
     normalised = normalise(cropped, channel_names, intensities)
-    resampled = np.stack([resample_array(channel, shape, image_order) for channel in normalised])
+    axis = slice_axis(spacing, target_spacing) if separate_z_order is not None else None
+    resampled = np.stack([resample_image(channel, shape, image_order, axis, separate_z_order or 0)
+                          for channel in normalised])
     out_label = None
     if label is not None:
         out_label = resample_labels(label[box], shape, linear_labels)

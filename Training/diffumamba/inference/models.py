@@ -41,11 +41,18 @@ class Ensemble:
 
 
 def load_ensemble(paths: Sequence[Path], device: str) -> Ensemble:
-    from ..devices import resolve_device
+    """Every checkpoint named, a model package (``.zip``) counting as all of its folds."""
     from ..checkpoint import load_model
+    from ..devices import resolve_device
+    from ..model_package import is_package, package_members
 
     resolved = resolve_device(device)
-    loaded = [load_model(path, resolved) for path in paths]
+    loaded = []
+    for path in paths:
+        if is_package(path):
+            loaded += [load_model(Path(path) / name, resolved, raw) for name, raw in package_members(path)]
+        else:
+            loaded.append(load_model(path, resolved))
     plans = [header["plan"] for _, header in loaded]
     check_same_plan(plans)
     return Ensemble([model for model, _ in loaded], plans[0], resolved)

@@ -22,7 +22,7 @@ from .sliding_window import sliding_window_logits
 
 __all__ = ["Prediction", "predict_case", "predict_in_box", "predict_label_map", "mirror_sets", "check_same_plan"]
 
-PLAN_KEYS = ("target_spacing", "channel_names", "intensities", "image_order", "labels")
+PLAN_KEYS = ("target_spacing", "channel_names", "intensities", "image_order", "labels", "separate_z_order")
 
 
 @dataclass
@@ -56,7 +56,8 @@ def predict_case(networks: Sequence[nn.Module], plan: dict, data: np.ndarray, sp
     ``progress(stage, fraction)`` is called after each member.
     """
     processed, _, properties = preprocess_case(data, None, spacing, plan["target_spacing"], plan["channel_names"],
-                                               plan["intensities"], plan.get("image_order", 3))
+                                               plan["intensities"], plan.get("image_order", 3),
+                                               separate_z_order=plan.get("separate_z_order"))
     flips = mirror_sets(processed.ndim - 1) if mirror else [()]
     members = [(network, flip) for network in networks for flip in flips]
     total, votes = None, []

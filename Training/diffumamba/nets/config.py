@@ -180,7 +180,7 @@ def from_nnunet_plans(plans: dict, configuration: str = "3d_fullres", network: s
         kernels = arch.get("kernel_sizes", conf.get("conv_kernel_sizes"))
         strides = arch.get("strides", conf.get("pool_op_kernel_sizes"))
         n_stages = len(kernels)
-        enc = arch.get("n_conv_per_stage", conf.get("n_conv_per_stage_encoder", 2))
+        enc = arch.get("n_conv_per_stage", arch.get("n_blocks_per_stage", conf.get("n_conv_per_stage_encoder", 2)))
         dec = arch.get("n_conv_per_stage_decoder", conf.get("n_conv_per_stage_decoder", 2))
         features = arch.get("features_per_stage") or stage_features(
             n_stages, conf.get("UNet_base_num_features", 32), conf.get("unet_max_num_features", 320))

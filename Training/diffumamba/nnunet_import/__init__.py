@@ -1,5 +1,5 @@
-"""Import official nnU-Net-format results folders (Diff-UMamba, U-Mamba Bot) as our model packages (issue 16).
+"""Import official nnU-Net-format results folders (Diff-UMamba, U-Mamba Bot) as our model packages.
 
-So far: the checkpoint reader that never runs pickled code (``pth``). The key mapping, the plan conversion and the
-``import-nnunet`` command are still to come.
+``pth`` reads a checkpoint without running pickled code, ``keys`` renames the official weights onto our networks,
+``plans`` turns nnU-Net's plans into our plan, ``results_folder`` puts them together (``diffumamba import-nnunet``).
 """

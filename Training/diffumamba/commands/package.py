@@ -1,0 +1,45 @@
+"""``diffumamba package``: trained checkpoints -> one model package for predict, propagate and the Slicer catalog."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "package", help="bundle checkpoints (e.g. 5 folds) with a model card into one .zip for the Slicer catalog",
+        description="Writes the weights of each CHECKPOINT (optimizer and training-method state left out), their "
+                    "shared plan and the model card into one .zip, reads it back and verifies it, and prints its "
+                    "SHA-256 and size for the catalog entry (docs/model_catalog.md).")
+    parser.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT", help=".safetensors of one plan")
+    parser.add_argument("--out", type=Path, required=True, help="the package to write (.zip)")
+    parser.add_argument("--card", type=Path, help="model card (Markdown): intended use, data, licence, accuracy")
+    parser.add_argument("--crop", choices=["none", "lungs"], help="record this crop as the model's predict default")
+    parser.add_argument("--overlap", type=float, help="record this sliding-window overlap as the model's default")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..inference.models import check_overlap
+    from ..model_package import PackageFold, write_model_package
+
+    if args.out.suffix.lower() != ".zip":
+        raise ValueError(f"--out {args.out}: a model package is a .zip file")
+    check_overlap(args.overlap)
+    card = args.card.read_text() if args.card else None
+    folds = []
+    for index, path in enumerate(args.checkpoints):
+        header, state, _ = load_checkpoint(path)
+        inference = header["plan"].setdefault("inference", {})
+        if args.crop:
+            inference["crop"] = args.crop
+        if args.overlap is not None:
+            inference["overlap"] = args.overlap
+        fold = str(header.get("cases", {}).get("fold", index))
+        folds.append(PackageFold(fold if fold not in {f.name for f in folds} else str(index), header, state))
+    digest = write_model_package(args.out, folds, card)
+    print(f"wrote {args.out}: {len(folds)} fold(s) {', '.join(f.name for f in folds)}; "
+          f"{args.out.stat().st_size} bytes, sha256 {digest} (read back and verified)")
+    return 0
