@@ -70,7 +70,11 @@ def lung_dataset(tmp_path, shared_data):
 @pytest.fixture
 def phantoms(tmp_path):
     """Four CT-like volumes (air at -700 HU) with a bright 5-voxel-radius sphere at a random offset."""
-    root = tmp_path / "Dataset900_Phantom"
+    return write_phantoms(tmp_path / "Dataset900_Phantom")
+
+
+def write_phantoms(root):
+    """The ``phantoms`` dataset, written into ``root`` (for fixtures of a wider scope)."""
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)

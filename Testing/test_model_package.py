@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import train_tiny
+from conftest import train_tiny, write_phantoms
 from diffumamba.checkpoint import load_checkpoint
 from diffumamba.cli import main
 from diffumamba.inference.models import load_ensemble
@@ -19,27 +19,9 @@ from diffumamba.model_package import package_members
 def two_runs(tmp_path_factory):
     """Two tiny models of one plan, trained for two iterations each on phantoms (transport, not accuracy)."""
     root = tmp_path_factory.mktemp("runs")
-    dataset = _phantoms(root)
+    dataset = write_phantoms(root / "Dataset900_Phantom")
     first = train_tiny(dataset, root, "a")
     return first, train_tiny(dataset, root, "b"), dataset
-
-
-def _phantoms(root):
-    folder = root / "Dataset900_Phantom"
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        grid = np.indices((24, 32, 32)) - np.array([12, 16, 16])[:, None, None, None]
-        label = ((grid ** 2).sum(0) <= 25).astype(np.uint8)
-        image = (rng.normal(-700, 50, label.shape) + label.astype(int) * 700).astype(np.int16)
-        for array, path in ((image, folder / "imagesTr" / f"c{i}_0000.nii.gz"), (label, folder / "labelsTr" / f"c{i}.nii.gz")):
-            written = sitk.GetImageFromArray(array)
-            written.SetSpacing((1.0, 1.0, 2.0))
-            sitk.WriteImage(written, str(path))
-    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1},
-                                                     "file_ending": ".nii.gz", "numTraining": 3}))
-    return folder
 
 
 def test_package_holds_weights_only_and_predicts_like_its_checkpoints(two_runs, tmp_path, capsys):

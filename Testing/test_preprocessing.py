@@ -82,3 +82,19 @@ def test_linear_label_resampling_keeps_every_label():
         out = resample_labels(labels, (16, 16, 16), linear=linear)
         assert set(np.unique(out)) == {0, 1, 2}
         assert (out == 1).sum() == pytest.approx(27 * 8, rel=0.2)
+
+
+def test_slice_axis_follows_nnunets_anisotropy_rule_and_takes_nearest_slices():
+    """nnU-Net resamples the slice axis of anisotropic images (spacing ratio > 3, one coarsest axis) separately,
+    nearest neighbour by default; ours does the same for imported plans (``separate_z_order``)."""
+    from diffumamba.data.preprocessing import resample_image, slice_axis
+
+    assert slice_axis((3.0, 0.98, 0.98), (3.0, 1.5, 1.5)) == 0            # source anisotropic: 3.06
+    assert slice_axis((2.5, 0.98, 0.98), (1.0, 1.0, 4.0)) == 2            # else the target's
+    assert slice_axis((2.5, 0.98, 0.98), (2.5, 1.0, 1.0)) is None         # ratio 2.55: one spline everywhere
+    assert slice_axis((3.0, 3.0, 0.5), (3.0, 3.0, 0.5)) is None           # two coarsest axes tie
+    slices = np.stack([np.full((4, 4), float(k)) for k in range(3)])    # slice k holds the value k
+    out = resample_image(slices, (6, 4, 4), order=3, axis=0, axis_order=0)
+    assert [float(v) for v in out[:, 0, 0]] == [0, 0, 1, 1, 2, 2]        # whole slices copied, never blended
+    blended = resample_image(slices, (6, 4, 4), order=3)
+    assert not np.allclose(blended[1, 0, 0], 0) or not np.allclose(blended[2, 0, 0], 1)

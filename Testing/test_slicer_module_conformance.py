@@ -360,6 +360,29 @@ def test_a_catalog_model_is_shown_verified_and_run(tmp_path, pythonslicer, small
         assert "Cached: yes" in ui.modelInfoLabel.text
 
 
+def test_the_shipped_lung_preview_is_offered_by_default_and_segments_a_real_ct(tmp_path, pythonslicer, small_ct):
+    """Issue 16: a new user's module lists the lung GTV research preview first, says what it is, copies and verifies
+    the shipped zip into the model cache on first use, and segments a real lung CT with it; the self-test's model
+    is the same one."""
+    with SlicerSession(module_dir=MODULE, work=tmp_path / "slicer", testing=False, slot_exceptions="record") as session:
+        session.load_module("DiffUMambaSeg")
+        widget = session.show_module("DiffUMambaSeg")
+        ui = widget.ui
+        assert ui.modelComboBox.currentIndex == 0 and ui.modelComboBox.currentText.startswith("Lung GTV")
+        assert "research preview" in ui.modelInfoLabel.text and "not for clinical use" in ui.modelInfoLabel.text
+        assert "CC-BY-NC" in ui.modelInfoLabel.text and "Dice" in ui.modelInfoLabel.text
+        ui.inputVolumeSelector.setCurrentNode(load_ct(session, small_ct[0]))
+        segment_and_wait(session, widget)
+        assert not session.slot_errors, session.slot_errors
+        assert widget.logic.getParameterNode().outputSegmentation is not None
+        assert "Cached: yes" in ui.modelInfoLabel.text
+        from DiffUMambaSegLib.self_test import default_model
+
+        checkpoints = default_model(MODULE)
+        assert len(checkpoints) >= 1 and all(p.suffix == ".safetensors" for p in checkpoints)
+        assert str(checkpoints[0]).startswith(str(tmp_path / "models"))
+
+
 # --- defect 3: the self-test on the extension factory -------------------------------------------------------------
 def test_self_test_on_a_factory_machine_without_torch_installs_and_trains_nothing(tmp_path, pythonslicer,
                                                                                    monkeypatch):
