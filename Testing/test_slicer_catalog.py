@@ -45,7 +45,16 @@ def model_file(tmp_path, content=b"weights"):
 
 def test_the_shipped_catalog_and_its_schema_parse():
     entries = load_catalog(REPO / "DiffUMambaSeg" / "Resources" / "Models.json")
-    assert {e.task for e in entries} <= {"segmentation", "propagation"}   # no model is published yet
+    assert {e.task for e in entries} <= {"segmentation", "propagation"}
+    preview = [e for e in entries if e.task == "segmentation"][0]           # what the panel offers by default
+    assert preview.id == "gtv-lung-preview" and preview.shipped
+    shipped = REPO / "DiffUMambaSeg" / "Resources" / preview.url
+    assert shipped.stat().st_size <= 20e6 and shipped.stat().st_size == preview.size_bytes
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == preview.sha256
+    assert "not for clinical use" in preview.intended_use.lower() and preview.license.startswith("CC-BY-NC")
+    assert set(preview.metrics) >= {"dice", "hd95_mm"} and "leave-one-patient-out" in preview.accuracy["dataset"]
+    card = zipfile.ZipFile(shipped).read("MODEL_CARD.md").decode()
+    assert "Research preview, not for clinical use" in card and f"{preview.metrics['dice']:.3f}" in card
     schema = json.loads((REPO / "DiffUMambaSeg" / "Resources" / "Models-schema.json").read_text())
     assert set(schema["properties"]["models"]["items"]["required"]) == {
         "id", "name", "version", "task", "input_channels", "url", "sha256", "license"}

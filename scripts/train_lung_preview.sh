@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Train, measure and package the lung GTV research-preview model shipped in the Slicer catalog, from the five
 # lung-tumour CTs in ../shared/data (docs/lung_preview_model.md). Every step is resumable: a finished step is skipped.
+# Held-out predictions use the settings the package records (lung crop, overlap 0.25), so the measured accuracy is
+# that of the shipped model's configuration.
 #   bash scripts/train_lung_preview.sh WORK [STEP...]     steps: data folds evaluate release package (default: all)
 # Budget: ITERATIONS (default 1000) per model, on the CPU: about 10 min per model on 2 cores, 6 models.
 set -euo pipefail
@@ -39,7 +41,7 @@ if want evaluate; then
     case=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))[$fold]['val'][0])" "$RAW/splits_final.json")
     [ -f "$WORK/heldout/$case.nii.gz" ] && continue
     "$DM" predict "$RAW/imagesTr/${case}_0000.nii.gz" --model "$WORK/folds/fold$fold/last.safetensors" \
-      --out "$WORK/heldout" --crop lungs --progress none
+      --out "$WORK/heldout" --crop lungs --overlap 0.25 --progress none
   done
   "$DM" evaluate --pred "$WORK/heldout" --ref "$RAW/labelsTr" --out "$WORK/heldout_evaluation" --labels 1=GTV
 fi
@@ -50,7 +52,6 @@ if want release && [ ! -f "$WORK/release/done" ]; then
 fi
 
 if want package; then
-  "$DM" package "$WORK/release/last.safetensors" --out "$WORK/gtv-lung-preview.zip" \
-    --card docs/lung_preview_model.md --crop lungs --overlap 0.25 \
-    --catalog-entry "$WORK/catalog_entry.json"
+  "$DM" package "$WORK/release/last.safetensors" --out "$WORK/gtv-lung-preview-0.1.0.zip" \
+    --card docs/lung_preview_model.md --crop lungs --overlap 0.25
 fi
