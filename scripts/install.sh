@@ -11,10 +11,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-.venv/bin/python -m pip install --quiet -e "./Training[test,bench]"
+# Keep the torch just installed: a dependency that wants another build must fit it instead (the test extra's nnunetv2
+# pulls timm, hence torchvision, whose newest release would otherwise replace the CPU torch with a CUDA one).
+CONSTRAINTS="$(mktemp)"
+trap 'rm -f "$CONSTRAINTS"' EXIT
+.venv/bin/python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$CONSTRAINTS"
+.venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e "./Training[test,bench]"
 # The Slicer module is tested on real MRML classes and Slicer's own Python layer (Testing/slicer_conformance):
 # slicer-core is Slicer's MRML and Segmentations libraries without Qt, and PySide6-Essentials supplies the real Qt
 # API the strict Qt stand-ins are checked against (test dependencies only; inside Slicer the application has both).
-.venv/bin/python -m pip install --quiet "slicer-core>=5.12" "PySide6-Essentials>=6.5"
+.venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" "slicer-core>=5.12" "PySide6-Essentials>=6.5"
 # Optional (needs root, so not done here): `apt-get install -y dicom3tools` for dciodvfy, without which the DICOM conformance tests fail.
 .venv/bin/diffumamba info
