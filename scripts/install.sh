@@ -15,7 +15,8 @@ fi
 # pulls timm, hence torchvision, whose newest release would otherwise replace the CPU torch with a CUDA one).
 CONSTRAINTS="$(mktemp)"
 trap 'rm -f "$CONSTRAINTS"' EXIT
-.venv/bin/python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$CONSTRAINTS"
+.venv/bin/python -c 'from importlib.metadata import version; print("torch==" + version("torch").split("+")[0])' \
+  > "$CONSTRAINTS"
 .venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e "./Training[test,bench]"
 # The Slicer module is tested on real MRML classes and Slicer's own Python layer (Testing/slicer_conformance):
 # slicer-core is Slicer's MRML and Segmentations libraries without Qt, and PySide6-Essentials supplies the real Qt
