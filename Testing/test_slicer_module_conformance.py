@@ -339,7 +339,7 @@ def test_a_catalog_model_is_shown_verified_and_run(tmp_path, pythonslicer, small
     module = tmp_path / "ext" / "DiffUMambaSeg"
     shutil.copytree(MODULE, module, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "ext" / "Training").symlink_to(REPO / "Training")
-    (module / "Resources" / "Models").mkdir()
+    (module / "Resources" / "Models").mkdir(exist_ok=True)         # holds the shipped preview too
     shutil.copyfile(tiny_model, module / "Resources" / "Models" / "tiny.safetensors")
     digest = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     (module / "Resources" / "Models.json").write_text(json.dumps({"models": [{
