@@ -37,6 +37,26 @@ def test_a_voxel_of_weight_zero_does_not_count():
         pytest.approx(float(weighted_dice_ce(logits, labels, weight).detach()))
 
 
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_with_every_weight_one_the_fuzzy_loss_is_the_plain_loss(shared_data, batch_dice):
+    """Issue 17, defect 2: DALE's fuzzy phase must optimise the same Dice as its warm-up and stable phases. A batch
+    of a real tumour patch (lung2) and an empty patch, where per-sample and pooled Dice differ most."""
+    import SimpleITK as sitk
+
+    from diffumamba.training.losses import DiceCELoss
+
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / "lung2_label.nrrd")))
+    z, y, x = np.argwhere(label > 0).mean(0).astype(int)
+    tumour = torch.from_numpy(label[z - 4:z + 4, y - 24:y + 24, x - 24:x + 24].astype(np.int64))
+    labels = torch.stack([tumour, torch.zeros_like(tumour)])[:, None]
+    logits = torch.randn(2, 2, *tumour.shape, generator=torch.Generator().manual_seed(0)) + 2 * labels[:, 0, None]
+    plain = float(DiceCELoss(batch_dice=batch_dice)(logits, labels))
+    weighted = float(weighted_dice_ce(logits, labels, torch.ones(2, *tumour.shape), batch_dice=batch_dice))
+    assert weighted == pytest.approx(plain, rel=1e-5)
+    other = float(DiceCELoss(batch_dice=not batch_dice)(logits, labels))
+    assert abs(other - plain) > 0.1                               # the two reductions really differ on this batch
+
+
 def test_the_alignment_loss_is_zero_for_identical_distributions_and_grows_with_a_shift():
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(500, 8, generator=generator)

@@ -135,8 +135,9 @@ class Dale(TrainingMethod):
 
     def _weighted(self, outputs, labels, weight):
         """The deep-supervision sum of the confidence-weighted loss (labels and weights resampled to each level)."""
+        batch_dice = self.trainer.settings.batch_dice
         if isinstance(outputs, torch.Tensor):
-            return weighted_dice_ce(outputs, labels, weight)
+            return weighted_dice_ce(outputs, labels, weight, batch_dice)
         total = outputs[0].new_zeros((), dtype=torch.float32)
         for ds_weight, logits in zip(self.trainer.loss.weights, outputs):
             if ds_weight == 0:
@@ -144,7 +145,7 @@ class Dale(TrainingMethod):
             size = logits.shape[2:]
             level_labels = labels if size == labels.shape[2:] else F.interpolate(labels.float(), size=size).long()
             level_weight = weight if size == weight.shape[1:] else F.interpolate(weight[:, None], size=size)[:, 0]
-            total = total + ds_weight * weighted_dice_ce(logits, level_labels, level_weight)
+            total = total + ds_weight * weighted_dice_ce(logits, level_labels, level_weight, batch_dice)
         return total
 
     def _sample(self, features: torch.Tensor, classes: torch.Tensor, mask: torch.Tensor):

@@ -51,10 +51,12 @@ def label_confidence(teacher_probabilities: torch.Tensor, labels: torch.Tensor, 
     return given.clamp(min=floor, max=1.0)
 
 
-def weighted_dice_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
+def weighted_dice_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, batch_dice: bool = False,
                      smooth: float = 1e-5) -> torch.Tensor:
-    """Cross-entropy averaged with voxel weights plus soft Dice over the foreground classes whose intersection
-    and sums are weighted (both pooled over the batch): a voxel of weight w counts as w voxels.
+    """Cross-entropy averaged with voxel weights plus soft Dice over the foreground classes whose intersection and
+    sums are weighted: a voxel of weight w counts as w voxels. The Dice is per sample then averaged, or pooled over
+    the batch with ``batch_dice``, exactly as ``DiceCELoss`` (the warm-up and stable phases' loss) computes it, so
+    with every weight 1 the fuzzy phase's loss is the same function (tested); only the weights differ.
     logits (B, K, *S), labels (B, 1, *S), weight (B, *S) -> scalar."""
     logits = logits.float()
     target = labels[:, 0].long()
@@ -62,7 +64,7 @@ def weighted_dice_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.T
     probabilities = torch.softmax(logits, 1)[:, 1:]
     onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].float()
     w = weight.unsqueeze(1)
-    dims = [0] + list(range(2, logits.dim()))
+    dims = ([0] if batch_dice else []) + list(range(2, logits.dim()))
     intersection = (w * probabilities * onehot).sum(dims)
     denominator = (w * probabilities).sum(dims) + (w * onehot).sum(dims)
     dice = (2 * intersection + smooth) / (denominator + smooth)
