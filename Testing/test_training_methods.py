@@ -132,3 +132,24 @@ def test_every_method_trains_every_network(method, network, lung2, lung1, tmp_pa
     assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
     model, header = load_model(tmp_path / "last.safetensors")
     assert header["network"]["network"] == network
+
+
+def test_the_supervised_control_trains_the_same_network_as_diffcls_cnn_branch(lung2, lung1, tmp_path):
+    """Issue 17, item 8: 'supervised-hf' has Diff-CL's high-frequency stages (the same option sets both) and
+    learns them from the labelled scan alone, so an experiment can separate the module from the method."""
+    from diffumamba.experiment.runner import experiment_arms
+
+    control = make_trainer("supervised-hf", [lung2], [lung2], tmp_path / "control", epochs=2,
+                           options={"diffcl": {"high_frequency_stages": 2}})
+    diffcl = make_trainer("diffcl", [lung2], [lung2], tmp_path / "diffcl", epochs=1, unlabeled=[lung1],
+                          options={"diffcl": {"high_frequency_stages": 2}})
+    assert control.config.high_frequency_stages == diffcl.config.high_frequency_stages == [0, 1]
+    assert not control.unlabeled_cases
+    before = control.model.high_frequency["1"].forward_scan.mamba.in_proj.weight.detach().clone()
+    rows = control.fit(progress=False)
+    assert all(np.isfinite(r["train_loss"]) for r in rows)
+    assert not torch.equal(control.model.high_frequency["1"].forward_scan.mamba.in_proj.weight, before)
+    model, header = load_model(tmp_path / "control" / "last.safetensors")
+    assert header["network"]["high_frequency_stages"] == [0, 1] and "high_frequency.0.attention.weight" in model.state_dict()
+    assert [name for name, _, _ in experiment_arms(["diffumamba"], ["supervised", "supervised-hf", "diffcl"])] == \
+        ["supervised", "supervised-hf", "diffcl"]

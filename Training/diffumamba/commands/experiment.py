@@ -24,7 +24,9 @@ def add_parser(commands) -> None:
     add_plan_arguments(parser, network=False)
     parser.add_argument("--results", type=Path, required=True, help="experiment output folder")
     parser.add_argument("--networks", nargs="+", choices=NETWORK_NAMES, default=list(NETWORK_NAMES))
-    parser.add_argument("--methods", nargs="+", choices=["supervised", "dale", "diffcl"], default=["supervised"],
+    from ..training.methods import METHOD_NAMES
+
+    parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=["supervised"],
                         help="training methods to compare (every network is trained with every method)")
     parser.add_argument("--baseline", help="the arm the others are compared with: a network name when only "
                                            "supervised training is compared, a method name when one network is, "

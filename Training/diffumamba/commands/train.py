@@ -19,8 +19,11 @@ def add_parser(commands) -> None:
     add_plan_arguments(parser)
     parser.add_argument("--run-dir", dest="run_dir", type=Path, required=True, help="output folder of this training run")
     parser.add_argument("--fold", default="0", help="fold index or 'all' (train and validate on every case)")
-    parser.add_argument("--method", default="supervised", choices=["supervised", "dale", "diffcl"],
-                        help="training method: plain supervised, DALE (noisy labels in fuzzy regions) or Diff-CL "
+    from ..training.methods import METHOD_NAMES
+
+    parser.add_argument("--method", default="supervised", choices=METHOD_NAMES,
+                        help="training method: plain supervised; supervised-hf (supervised, with Diff-CL's "
+                             "high-frequency module: its control); DALE (noisy labels in fuzzy regions) or Diff-CL "
                              "(semi-supervised; needs unlabelled cases, see --labeled-fraction)")
     add_training_arguments(parser)
     parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS",

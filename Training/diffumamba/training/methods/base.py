@@ -16,7 +16,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ..trainer import Trainer
 
-__all__ = ["TrainingMethod", "Supervised"]
+__all__ = ["TrainingMethod", "Supervised", "SupervisedHighFrequency", "with_high_frequency_stages"]
 
 
 class TrainingMethod:
@@ -61,3 +61,28 @@ class TrainingMethod:
 
 
 Supervised = TrainingMethod
+
+
+def with_high_frequency_stages(config, options: dict):
+    """``config`` with the high-frequency Mamba module on its deepest ``--diffcl-high-frequency-stages`` encoder
+    stages below the bottleneck (unless it already has some): Diff-CL's CNN branch, and the supervised control."""
+    from .settings import settings_for
+
+    if config.high_frequency_stages:
+        return config
+    count = settings_for("diffcl", options).high_frequency_stages
+    deepest = config.n_stages - 1                      # the bottleneck is excluded
+    return config.replace(high_frequency_stages=list(range(max(0, deepest - count), deepest)))
+
+
+class SupervisedHighFrequency(TrainingMethod):
+    """Supervised training of the network Diff-CL's CNN branch is (the same high-frequency Mamba stages, set by
+    ``--diffcl-high-frequency-stages``): the control arm that separates what the module does from what the
+    semi-supervised method does."""
+
+    name = "supervised-hf"
+
+    @staticmethod
+    def adapt_config(config, options: dict):
+        return with_high_frequency_stages(config, options)
+

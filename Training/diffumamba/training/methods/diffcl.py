@@ -23,7 +23,7 @@ import torch
 
 from ...nets import build_network
 from ..losses import DiceCELoss
-from .base import TrainingMethod
+from .base import TrainingMethod, with_high_frequency_stages
 from .contrastive import MemoryBank, ProjectionHead, info_nce
 from .diffusion import MaskDiffusion
 from .settings import settings_for
@@ -45,11 +45,7 @@ class DiffCL(TrainingMethod):
 
     @staticmethod
     def adapt_config(config, options: dict):
-        if config.high_frequency_stages:
-            return config
-        count = settings_for("diffcl", options).high_frequency_stages
-        deepest = config.n_stages - 1                      # the bottleneck is excluded
-        return config.replace(high_frequency_stages=list(range(max(0, deepest - count), deepest)))
+        return with_high_frequency_stages(config, options)
 
     def __init__(self, trainer):
         super().__init__(trainer)
