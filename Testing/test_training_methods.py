@@ -153,3 +153,16 @@ def test_the_supervised_control_trains_the_same_network_as_diffcls_cnn_branch(lu
     assert header["network"]["high_frequency_stages"] == [0, 1] and "high_frequency.0.attention.weight" in model.state_dict()
     assert [name for name, _, _ in experiment_arms(["diffumamba"], ["supervised", "supervised-hf", "diffcl"])] == \
         ["supervised", "supervised-hf", "diffcl"]
+
+
+def test_every_process_of_a_torchrun_computes_the_same_dale_partition(lung2, tmp_path):
+    """Issue 17, item 7: the epoch seed includes the rank; DALE's partition estimate must not depend on it."""
+    grown = noisy_copy(lung2)
+    partitions = []
+    for rank in (0, 1, 3):
+        trainer = make_trainer("dale", [lung2, grown], [], tmp_path / f"rank{rank}", epochs=4, options=DALE)
+        trainer.rank = rank                                # what torchrun's process `rank` would have
+        epoch = trainer.method.warmup_epochs()             # the first epoch after warm-up partitions the cases
+        trainer.method.begin_epoch(epoch, trainer._epoch_randomness(epoch))
+        partitions.append(trainer.method.partition)
+    assert partitions[0] == partitions[1] == partitions[2] and set(partitions[0]) == {"lung2", "lung2_grown"}

@@ -67,7 +67,9 @@ class Dale(TrainingMethod):
         self.phase = self.phase_of(epoch)
         after = epoch - self.warmup_epochs()
         if self.phase != WARMUP and (not self.partition or after % self.settings.repartition_every == 0):
-            self.partition = self.estimate_partition(seed)
+            # The epoch seed differs by rank (each process draws its own batches); the partition must not, or the
+            # processes of one torchrun would train on different stable / fuzzy case sets.
+            self.partition = self.estimate_partition(seed - self.trainer.rank)
         cases = self.trainer.train_cases
         if self.phase != WARMUP:
             fuzzy = self.phase == FUZZY
