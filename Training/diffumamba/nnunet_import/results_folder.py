@@ -54,6 +54,7 @@ def import_results_folder(folder: Path, folds: Optional[Sequence[str]] = None,
     if not fold_names:
         raise FileNotFoundError(f"{folder}: no fold_* folders with checkpoints")
     imported, notes = [], []
+    expected = None                                  # our network's tensor shapes, built once for all folds
     trainer = configuration = network = None
     for fold in fold_names:
         path = folder / f"fold_{fold}" / CHECKPOINTS[checkpoint]
@@ -73,9 +74,11 @@ def import_results_folder(folder: Path, folds: Optional[Sequence[str]] = None,
         network = TRAINERS[trainer]
         if mapped.network != network:
             raise ValueError(f"{path}: {trainer} checkpoint whose weights are a {mapped.network} network")
-        plan = plan_from_nnunet(plans, dataset, configuration, network, str(folder))
-        config = plan.network_config()
-        _check_topology(build_network(config).state_dict(), mapped.state, path)
+        if expected is None:                         # folds share trainer and configuration (checked above)
+            plan = plan_from_nnunet(plans, dataset, configuration, network, str(folder))
+            config = plan.network_config()
+            expected = {k: tuple(v.shape) for k, v in build_network(config).state_dict().items()}
+        _check_topology(expected, mapped.state, path)
         notes += [n for n in mapped.notes if n not in notes]
         header = {"format": FORMAT, "network": config.to_dict(), "provenance": provenance(), **plan.checkpoint_meta(),
                   "source": {"nnunet_results": folder.name, "trainer": trainer, "configuration": configuration,
@@ -87,11 +90,12 @@ def import_results_folder(folder: Path, folds: Optional[Sequence[str]] = None,
 
 
 def _check_topology(ours: dict, theirs: dict, path: Path) -> None:
-    """The renamed weights must fill our network exactly; otherwise name the differing tensors."""
+    """The renamed weights must fill our network exactly (``ours``: name -> shape); otherwise name the differing
+    tensors."""
     missing = [k for k in ours if k not in theirs]
     extra = [k for k in theirs if k not in ours]
-    shapes = [f"{k} {tuple(theirs[k].shape)} vs our {tuple(ours[k].shape)}" for k in ours
-              if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+    shapes = [f"{k} {tuple(theirs[k].shape)} vs our {ours[k]}" for k in ours
+              if k in theirs and tuple(theirs[k].shape) != ours[k]]
     if missing or extra or shapes:
         parts = []
         for label, items in (("tensors our network has and the checkpoint lacks", missing),
