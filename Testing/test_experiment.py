@@ -126,3 +126,30 @@ def test_diffcl_needs_unlabelled_cases(phantoms, tmp_path, capsys):
                  *common]) == 2
     assert "needs unlabelled cases" in capsys.readouterr().err
     assert not (tmp_path / "exp").exists() and not (tmp_path / "run").exists()
+
+
+def test_an_ablation_experiment_scores_diffcls_branches_and_arms_with_their_own_settings(phantoms, tmp_path, capsys):
+    """Issue 17, items 6 and the ablations: a Diff-CL arm is scored three ways (CS, its diffusion branch by DDIM,
+    their mean); an arm METHOD:NAME=VALUE trains with that setting (recorded in its checkpoint); a bad arm is refused
+    before anything trains."""
+    from diffumamba.checkpoint import load_checkpoint
+
+    common = ["experiment", str(phantoms), "--preprocessed", str(tmp_path / "pre"), "--networks", "resunet",
+              "--folds", "2", "--fold-list", "0", "--epochs", "1", "--iterations", "2", "--features", "4", "8",
+              "--max-patch", "16", "32", "32", "--labeled-fraction", "0.5", "--diffcl-sampling-steps", "2"]
+    assert main([*common, "--results", str(tmp_path / "bad"), "--methods", "diffcl:nonsense=1"]) == 2
+    assert "arm 'diffcl:nonsense=1'" in capsys.readouterr().err and not (tmp_path / "bad" / "runs").exists()
+    assert main([*common, "--results", str(tmp_path / "exp"), "--methods", "diffcl",
+                 "diffcl:contrastive=agreement,high_frequency_stages=0"]) == 0
+    out = capsys.readouterr().out
+    for arm in ("diffcl", "diffcl/diffusion", "diffcl/mean", "diffcl:contrastive=agreement,high_frequency_stages=0"):
+        assert f"| tumour | {arm} | 1 | 2 |" in out
+    results = list(csv.DictReader((tmp_path / "exp" / "results.csv").open()))
+    scores = {r["network"]: float(r["dice"]) for r in results}
+    assert len(scores) == 6 and all(0 <= v <= 1 for v in scores.values()) and all(r["band_dice"] for r in results)
+    runs = tmp_path / "exp" / "runs" / "fold0_seed0"
+    header, _, _ = load_checkpoint(runs / "diffcl_contrastive-agreement_high_frequency_stages-0" / "last.safetensors")
+    assert header["training"]["settings"]["method_options"]["diffcl"] == {
+        "sampling_steps": 2, "contrastive": "agreement", "high_frequency_stages": 0}
+    assert header["network"]["high_frequency_stages"] == []
+    assert (runs / "diffcl" / "diffusion.safetensors").exists()

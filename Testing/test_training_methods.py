@@ -47,7 +47,7 @@ def test_dale_learns_flags_the_coarse_contour_and_logs_its_confidences(lung2, tm
     rows = trainer.fit(progress=False)
     validated = [r["val_dice"] for r in rows if not np.isnan(r["val_dice"])]
     assert validated[-1] > validated[0] and validated[-1] > 0.4
-    partition = {r["case"]: r for r in json.loads((tmp_path / "dale_partition.json").read_text())}
+    partition = {r["case"]: r for r in partition_record(tmp_path)["cases"]}
     assert partition["lung2_grown"]["fuzzy"] and not partition["lung2"]["fuzzy"]
     assert partition["lung2_grown"]["error_rate"] > partition["lung2"]["error_rate"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -61,6 +61,41 @@ def test_dale_learns_flags_the_coarse_contour_and_logs_its_confidences(lung2, tm
     assert [e.value for e in events.Scalars("dale/fuzzy_cases")][-1] == 1
     model, header = load_model(tmp_path / "last.safetensors")      # the plain network: predict runs it
     assert header["method"]["name"] == "dale" and not any(k.startswith("teacher") for k in model.state_dict())
+    shell, correct = confidence_on_the_grown_shell(trainer, lung2)
+    assert shell < correct - 0.15 and correct > 0.9                # issue 17, item 3: loss consistency doubts it
+    assert 3 <= partition_record(tmp_path)["band_radius"] <= 5      # derived: the label was grown by 4
+
+
+def partition_record(run_dir):
+    return json.loads((run_dir / "dale_partition.json").read_text())
+
+
+def confidence_on_the_grown_shell(trainer, clean):
+    """Mean loss-consistency omega, on a patch of the grown copy centred on the tumour, of its wrongly labelled
+    shell and of the rest of its fuzzy band, from the trained run's student, teacher and loss history."""
+    from diffumamba.training.methods.dale_confidence import loss_consistency_confidence, voxel_label_loss
+    from diffumamba.training.methods.dale_losses import boundary_band
+
+    dale = trainer.method
+    grown = next(case for case in trainer.train_cases if case.name == "lung2_grown")
+    sampler = trainer.make_sampler([grown], 0, for_draw=False)
+    centre = np.argwhere(clean.label > 0).mean(0).astype(int)
+    start = [int(c - p // 2) for c, p in zip(centre, trainer.config.patch_size)]
+    image, label = sampler.crop(grown, start)
+    _, truth = sampler.crop(clean, start)
+    images, labels = torch.from_numpy(image[None]).float(), torch.from_numpy(label[None, None].astype(np.int64))
+    teacher = dale.teacher.probabilities(images)
+    trainer.network.eval()
+    with torch.no_grad():
+        outputs = trainer.network(images)
+    logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    stable = [dale.case_index[n] for n, phi in dale.partition.items() if phi < 0.5]
+    omega = loss_consistency_confidence(voxel_label_loss(logits, teacher, labels),
+                                        dale.history.means()[[dale.case_index[grown.name]]], labels,
+                                        dale.history.reference(stable), 0.5, 0.1)[0]
+    shell = torch.from_numpy((label > 0) & (truth == 0))
+    rest = boundary_band(labels, dale.band)[0] & ~shell
+    return float(omega[shell].mean()), float(omega[rest].mean())
 
 
 def test_diffcl_learns_from_a_labelled_and_an_unlabelled_scan(lung2, lung1, tmp_path):
@@ -80,6 +115,45 @@ def test_diffcl_learns_from_a_labelled_and_an_unlabelled_scan(lung2, lung1, tmp_
     assert weights == sorted(weights) and weights[-1] == pytest.approx(0.1)       # ramped up to pseudo_weight
     model, header = load_model(tmp_path / "last.safetensors")      # CS with its high-frequency module
     assert header["network"]["high_frequency_stages"] == [1] and "high_frequency.1.attention.weight" in model.state_dict()
+    # Issue 17, item 6: the diffusion branch is exported and segments a scan like any checkpoint, the same way twice.
+    from diffumamba.inference.sliding_window import sliding_window_logits
+    from diffumamba.nets.mask_diffusion import DiffusionSegmenter
+
+    diffusion, header = load_model(tmp_path / "diffusion.safetensors")
+    assert isinstance(diffusion, DiffusionSegmenter) and header["diffusion"]["sampling_steps"] == 10
+    torch.testing.assert_close(diffusion.denoiser.state_dict(), trainer.method.denoiser.state_dict())
+    first, second = (sliding_window_logits(diffusion, lung2.data, [16, 48, 48]) for _ in range(2))
+    assert torch.equal(first, second) and first.shape == (2, *lung2.data.shape[1:])
+    patch = torch.from_numpy(lung2.data[None, :, :16, :48, :48]).float()
+    with torch.no_grad():
+        log_probabilities = diffusion(patch)                      # log DDIM probabilities: a softmax gives them back
+    torch.testing.assert_close(log_probabilities.exp().sum(1), torch.ones(1, 16, 48, 48), atol=1e-5, rtol=0)
+
+
+def test_unlabelled_patches_are_centred_on_the_cnns_pseudo_foreground(lung2, lung1, tmp_path):
+    """Issue 17, item 5: CS segments the unlabelled scan; its foreground becomes the scan's sampling locations, the
+    forced-foreground patches of the unlabelled sampler are centred on them, and they survive a resume."""
+    from diffumamba.inference.sliding_window import sliding_window_logits
+
+    trainer = make_trainer("diffcl", [lung2], [], tmp_path, epochs=2, unlabeled=[lung1], iterations=4)
+    trainer.fit(progress=False)                  # epoch 1 (pseudo_label_every 2): not refreshed yet
+    unlabelled = trainer.unlabeled_cases[0]
+    assert unlabelled.locations == {}
+    trainer.method.begin_epoch(2, seed=5)
+    prediction = sliding_window_logits(trainer.network, unlabelled.data, trainer.config.patch_size, 0.0).argmax(0)
+    foreground = prediction.numpy() > 0
+    where = unlabelled.locations[1]
+    assert len(where) == min(int(foreground.sum()), 10_000) > 0 and foreground[tuple(where.T)].all()
+    sampler = trainer.method.unlabelled
+    assert sampler.n_foreground == 1 and unlabelled.label.max() == 0
+    for _ in range(5):                            # the forced patch holds a pseudo-foreground voxel near its centre
+        start = np.array(sampler.patch_start(unlabelled, foreground=True))
+        inside = ((where >= start) & (where < start + np.array(trainer.config.patch_size))).all(1)
+        assert inside.any()
+    tensors, info = trainer.method.state()
+    again = make_trainer("diffcl", [lung2], [], tmp_path / "again", epochs=2, unlabeled=[lung1], iterations=4)
+    again.method.load_state(tensors, info)
+    assert np.array_equal(again.unlabeled_cases[0].locations[1], where)
 
 
 def test_diffcl_refuses_to_run_without_unlabelled_cases(lung2, tmp_path):

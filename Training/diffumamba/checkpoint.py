@@ -166,4 +166,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{Path(path).name}: weights do not match its network config: {err}") from None
+    if "diffusion" in header:              # Diff-CL's diffusion branch: a segmenter by DDIM sampling
+        from .nets.mask_diffusion import DiffusionSegmenter
+
+        settings = header["diffusion"]
+        model = DiffusionSegmenter(model, int(settings["n_classes"]), int(settings["timesteps"]),
+                                   int(settings["sampling_steps"]))
     return model.to(device).eval(), header

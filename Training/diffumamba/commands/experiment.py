@@ -26,8 +26,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--networks", nargs="+", choices=NETWORK_NAMES, default=list(NETWORK_NAMES))
     from ..training.methods import METHOD_NAMES
 
-    parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=["supervised"],
-                        help="training methods to compare (every network is trained with every method)")
+    parser.add_argument("--methods", nargs="+", default=["supervised"], metavar="METHOD[:NAME=VALUE,...]",
+                        help=f"training methods to compare ({', '.join(METHOD_NAMES)}); every network is trained "
+                             "with every method. An ablation arm changes its method's settings, e.g. "
+                             "diffcl:high_frequency_stages=0 or dale:confidence=none,align_weight=0. A Diff-CL arm "
+                             "is also scored by its diffusion branch (ARM/diffusion) and the branches' mean (ARM/mean)")
     parser.add_argument("--baseline", help="the arm the others are compared with: a network name when only "
                                            "supervised training is compared, a method name when one network is, "
                                            "else NETWORK-METHOD (default: the first arm)")
@@ -40,7 +43,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment.runner import ExperimentSpec, experiment_arms, experiment_rows, run_experiment
+    from ..experiment.runner import ExperimentSpec, experiment_arms, experiment_rows, run_experiment, scored_names
     from ..experiment.statistics import compare, markdown_table
     from ..files import atomic_write_text
     from ..training.splits import case_groups
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
               f"{plan.network['features_per_stage']}, batch {spec.batch_size}")
         rows = run_experiment(prepared, spec, args.results)
     recorded = json.loads((args.results / "experiment.json").read_text())["spec"]
-    arms = [name for name, _, _ in ExperimentSpec(**recorded).arms()]
+    arms = scored_names(ExperimentSpec(**recorded).arms())
     baseline = recorded["baseline"]
     rows = sorted(rows, key=lambda row: arms.index(row["network"]))   # the order asked for
     group_pattern = recorded["group_pattern"]
@@ -85,12 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _csv(rows: list[dict]) -> str:
-    columns = ["network", "method", "fold", "seed", "case", "label", "dice", "hd95_mm", "assd_mm", "nsd",
+    columns = ["network", "method", "fold", "seed", "case", "label", "dice", "hd95_mm", "assd_mm", "nsd", "band_dice",
                "ref_volume_ml", "pred_volume_ml", "ref_empty", "pred_empty", "train_seconds"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        row = {"method": "supervised", **row}          # rows of runs finished before methods existed
+        row = {"method": "supervised", "band_dice": "", **row}   # rows of runs scored before these existed
         writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
     return buffer.getvalue()

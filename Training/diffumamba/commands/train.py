@@ -138,7 +138,8 @@ def prepare_from_args(args: argparse.Namespace, network: str):
 
 
 # What a training run writes into its folder (``--overwrite`` removes them before starting again).
-RUN_FILES = ("last.safetensors", "best.safetensors", "log.csv", "cases.json", "dale_partition.json")
+RUN_FILES = ("last.safetensors", "best.safetensors", "log.csv", "cases.json", "dale_partition.json",
+             "diffusion.safetensors")
 RUN_FOLDERS = ("tensorboard",)
 
 

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from ..data.pipeline import Prepared
 from ..files import atomic_write_text
 
-__all__ = ["ExperimentSpec", "experiment_arms", "run_experiment", "experiment_rows"]
+__all__ = ["ExperimentSpec", "experiment_arms", "scored_names", "run_experiment", "experiment_rows"]
 
 
 @dataclass
@@ -50,7 +52,7 @@ class ExperimentSpec:
         names = [name for name, _, _ in self.arms()]
         if self.baseline not in names:
             raise ValueError(f"the baseline {self.baseline!r} must be one of the arms {names}")
-        if "diffcl" in self.methods and self.labeled_fraction >= 1:
+        if any(m.partition(":")[0] == "diffcl" for m in self.methods) and self.labeled_fraction >= 1:
             raise ValueError("Diff-CL needs unlabelled cases: give --labeled-fraction below 1")
         bad = [f for f in self.folds if not 0 <= f < self.n_folds]
         if bad:
@@ -62,14 +64,31 @@ class ExperimentSpec:
 
 
 def experiment_arms(networks: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(arm name, network, method): the network's name when only supervised training is compared, the method's
-    when only one network is, else NETWORK-METHOD."""
+    """(arm name, network, method arm): the network's name when only supervised training is compared, the method
+    arm's (``METHOD[:NAME=VALUE,...]``) when only one network is, else NETWORK-METHOD."""
+    from ..training.methods import parse_method_arm
+
     arms = []
     for network in networks:
         for method in methods:
+            parse_method_arm(method)                    # refuse a bad arm before anything trains
             name = network if list(methods) == ["supervised"] else method if len(networks) == 1 else f"{network}-{method}"
             arms.append((name, network, method))
     return arms
+
+
+def scored_names(arms: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The table's rows in order: every arm, and after a Diff-CL arm its diffusion branch and the two branches'
+    mean (``ARM/diffusion``, ``ARM/mean``)."""
+    names = []
+    for name, _, method in arms:
+        names.append(name)
+        if method.partition(":")[0] == "diffcl":
+            names += [f"{name}/{branch}" for branch in DIFFCL_BRANCHES]
+    return names
+
+
+DIFFCL_BRANCHES = ("diffusion", "mean")
 
 
 def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress: bool = True,
@@ -95,7 +114,7 @@ def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress
                               json.dumps({"train": list(chosen), "val": list(val_names), **roles.to_dict()}, indent=1) + "\n")
             cache: dict = {}
             for arm, network, method in spec.arms():
-                unlabelled = f" + {len(roles.unlabeled)} unlabelled" if method == "diffcl" else ""
+                unlabelled = f" + {len(roles.unlabeled)} unlabelled" if method.startswith("diffcl") else ""
                 log(f"fold {fold}, seed {seed}: {arm} on {len(roles.labeled)} labelled case(s){unlabelled}, "
                     f"scored on {len(val_names)}")
                 rows += _run_one(prepared, spec, (arm, network, method), fold, seed, roles, val_names, out, cache,
@@ -108,46 +127,68 @@ def _run_one(prepared: Prepared, spec: ExperimentSpec, arm: tuple[str, str, str]
     from ..training.case_roles import load_cases
     from ..training.trainer import Trainer, TrainSettings
 
-    name, network, method = arm
-    run_dir = out / "runs" / f"fold{fold}_seed{seed}" / name
+    from ..training.methods import parse_method_arm
+
+    name, network, arm_method = arm
+    method, overrides = parse_method_arm(arm_method)
+    run_dir = out / "runs" / f"fold{fold}_seed{seed}" / name.replace(":", "_").replace("=", "-").replace(",", "_")
     result = run_dir / "metrics.json"
     if result.exists():
         return json.loads(result.read_text())["rows"]
     plan = dataclasses.replace(prepared.plan, network={**prepared.plan.network, "network": network})
     labelled, unlabelled = load_cases(prepared.folder, roles, seed, cache, with_unlabeled=method == "diffcl")
     meta = {**plan.checkpoint_meta(), "cases": {"fold": fold, "val": list(val_names), **roles.to_dict()}}
+    training = dict(spec.training)
+    options = {group: dict(values) for group, values in training.pop("method_options", {}).items()}
+    for group, values in overrides.items():           # the arm's own settings win over the experiment's
+        options[group] = {**options.get(group, {}), **values}
     trainer = Trainer(plan.network_config(), labelled, [], run_dir,
-                      TrainSettings(**spec.training, seed=seed, method=method), batch_size=spec.batch_size, meta=meta,
-                      unlabeled_cases=unlabelled)
+                      TrainSettings(**training, seed=seed, method=method, method_options=options),
+                      batch_size=spec.batch_size, meta=meta, unlabeled_cases=unlabelled)
     trainer.resume()
     trainer.fit(progress=progress)
-    rows = _score(trainer, plan, prepared, val_names, spec.nsd_tolerance_mm)
+    networks = {name: trainer.network}
+    if method == "diffcl":
+        from ..checkpoint import load_model
+
+        networks[f"{name}/diffusion"] = load_model(run_dir / "diffusion.safetensors", trainer.device)[0]
+    rows = _score(networks, plan, prepared, val_names, spec.nsd_tolerance_mm, trainer.device)
     seconds = _training_seconds(run_dir / "log.csv")
     for row in rows:
-        row.update(network=name, method=method, fold=fold, seed=seed, train_seconds=seconds)
+        row.update(method=arm_method, fold=fold, seed=seed, train_seconds=seconds)
     atomic_write_text(result, json.dumps({"rows": rows}, indent=1) + "\n")
     return rows
 
 
-def _score(trainer, plan, prepared: Prepared, val_names: Sequence[str], tolerance_mm: float) -> list[dict]:
-    """Predict each held-out case on its original grid and score it per label."""
+def _score(networks: dict, plan, prepared: Prepared, val_names: Sequence[str], tolerance_mm: float,
+           device) -> list[dict]:
+    """Predict each held-out case with each network on its original grid and score it per label; with two
+    networks (Diff-CL's branches) also their mean: the average of their softmax probabilities on that grid."""
     from dataclasses import asdict
 
     from ..data.fingerprint import read_case
     from ..evaluation.metrics import label_metrics
-    from ..inference.predictor import predict_label_map
+    from ..inference.predictor import predict_case
 
     cases = {c.name: c for c in prepared.cases}
     rows = []
-    trainer.network.eval()
     for name in val_names:
         data, label, spacing, _ = read_case(cases[name])
-        prediction = predict_label_map(trainer.network, asdict(plan), data, spacing, device=trainer.device)
-        for label_name, value in plan.labels.items():
-            if value == 0:
-                continue
-            metrics = label_metrics(prediction == value, label == value, spacing, tolerance_mm)
-            rows.append({"case": name, "label": label_name, **metrics})
+        predictions, probabilities = {}, []
+        for arm, network in networks.items():
+            network.eval()
+            prediction = predict_case([network], asdict(plan), data, spacing, device=device,
+                                      probabilities=len(networks) > 1)
+            predictions[arm] = prediction.labels
+            probabilities.append(prediction.probabilities)
+        if len(networks) > 1:
+            predictions[f"{next(iter(networks))}/mean"] = np.mean(probabilities, axis=0).argmax(0)
+        for arm, prediction in predictions.items():
+            for label_name, value in plan.labels.items():
+                if value == 0:
+                    continue
+                metrics = label_metrics(prediction == value, label == value, spacing, tolerance_mm)
+                rows.append({"network": arm, "case": name, "label": label_name, **metrics})
     return rows
 
 

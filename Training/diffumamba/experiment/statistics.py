@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 
 __all__ = ["unit_means", "paired_difference", "compare", "markdown_table"]
 
-METRICS = ("dice", "hd95_mm")
+METRICS = ("dice", "hd95_mm", "band_dice")    # band_dice: absent from rows scored before it existed
 
 
 def unit_means(rows: Sequence[dict], metric: str, groups: Optional[Mapping[str, str]] = None
@@ -53,7 +53,8 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
 
 def compare(rows: Sequence[dict], baseline: str, groups: Optional[Mapping[str, str]] = None) -> list[dict]:
     """One entry per (network, label): n units, mean/sd per metric over units, paired difference to ``baseline``."""
-    per_metric = {metric: unit_means(rows, metric, groups) for metric in METRICS}
+    metrics = [m for m in METRICS if all(m in r for r in rows)]
+    per_metric = {metric: unit_means(rows, metric, groups) for metric in metrics}
     networks = list(dict.fromkeys(r["network"] for r in rows))
     labels = list(dict.fromkeys(r["label"] for r in rows))
     entries = []
@@ -63,7 +64,7 @@ def compare(rows: Sequence[dict], baseline: str, groups: Optional[Mapping[str, s
                      "runs": len({(r["fold"], r["seed"]) for r in rows if r["network"] == network}),
                      "empty_predictions": sum(bool(r["pred_empty"]) and not bool(r["ref_empty"]) for r in rows
                                               if r["network"] == network and r["label"] == label)}
-            for metric in METRICS:
+            for metric in metrics:
                 mine = per_metric[metric].get((network, label), {})
                 base = per_metric[metric].get((baseline, label), {})
                 values = list(mine.values())
@@ -77,23 +78,30 @@ def compare(rows: Sequence[dict], baseline: str, groups: Optional[Mapping[str, s
 
 
 def markdown_table(entries: Sequence[dict], baseline: str, unit: str = "cases") -> str:
-    lines = [f"| label | network | runs | {unit} | Dice mean ± sd | HD95 (mm) mean ± sd | "
-             f"ΔDice vs {baseline} [95% CI], p | ΔHD95 vs {baseline} (mm) [95% CI], p | empty predictions |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Dice and HD95 with their paired differences, then the boundary-band Dice (``band_dice``) when scored."""
+    band = bool(entries) and all("band_dice" in e for e in entries)
+    header = [f"| label | network | runs | {unit} | Dice mean ± sd | HD95 (mm) mean ± sd | "
+              f"ΔDice vs {baseline} [95% CI], p | ΔHD95 vs {baseline} (mm) [95% CI], p | empty predictions |"]
+    if band:
+        header.append(f" band Dice mean ± sd | Δband Dice vs {baseline} [95% CI], p |")
+    lines = ["".join(header), "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if band else "")]
     for e in entries:
         cells = [e["label"], e["network"], str(e["runs"]), str(e["dice"]["n"]),
                  f"{e['dice']['mean']:.3f} ± {e['dice']['sd']:.3f}", f"{e['hd95_mm']['mean']:.1f} ± {e['hd95_mm']['sd']:.1f}"]
-        for metric, digits in (("dice", 3), ("hd95_mm", 1)):
-            d = e[metric].get("vs_baseline")
-            if e["network"] == baseline:
-                cells.append("(baseline)")
-            elif d is None:
-                cells.append("n/a")
-            elif d["n"] < 2:
-                cells.append(f"{d['mean']:+.{digits}f} (one pair: no CI)")
-            else:
-                cells.append(f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], "
-                             f"p={d['p_wilcoxon']:.2g}")
+        cells += [_difference(e, metric, baseline, digits) for metric, digits in (("dice", 3), ("hd95_mm", 1))]
         cells.append(str(e["empty_predictions"]))
+        if band:
+            cells += [f"{e['band_dice']['mean']:.3f} ± {e['band_dice']['sd']:.3f}", _difference(e, "band_dice", baseline, 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _difference(entry: dict, metric: str, baseline: str, digits: int) -> str:
+    d = entry[metric].get("vs_baseline")
+    if entry["network"] == baseline:
+        return "(baseline)"
+    if d is None:
+        return "n/a"
+    if d["n"] < 2:
+        return f"{d['mean']:+.{digits}f} (one pair: no CI)"
+    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], p={d['p_wilcoxon']:.2g}"

@@ -73,12 +73,15 @@ class PatchSampler:
         if oversample_foreground > 0:
             self.n_foreground = max(1, self.n_foreground)
         self.rng = np.random.default_rng(seed)
+        self.drawn: list[str] = []          # the cases of the last batch, in order (methods that track cases)
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
         """(B, C, *sampling_size) float32 and (B, 1, *sampling_size) int16 (the patch grown by the margin)."""
         data, labels = [], []
+        self.drawn = []
         for index in range(self.batch_size):
             case = self.cases[self.rng.integers(len(self.cases))]
+            self.drawn.append(case.name)
             force = index >= self.batch_size - self.n_foreground
             start = [s - m for s, m in zip(self.patch_start(case, force), self.margin)]
             d, l = self.crop(case, start, self.sampling_size)

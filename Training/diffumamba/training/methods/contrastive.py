@@ -1,6 +1,9 @@
-"""Contrastive label propagation (Diff-CL): embeddings of labelled voxels fill a per-class memory; confident
-unlabelled voxels are pulled towards the memory of their pseudo-class and pushed from the others (InfoNCE), so
-regions of unlabelled scans that resemble a class as the labelled scans show it are learned as that class."""
+"""Contrastive label propagation (Diff-CL): embeddings of labelled voxels fill a per-class memory; an unlabelled
+voxel takes the class its nearest labelled embeddings vote for (``propagate_labels``), and where the vote is clear
+it is pulled towards that class's memory and pushed from the others (InfoNCE) and the CNN's output is taught the
+propagated class (``label_propagation_loss``): regions of unlabelled scans that resemble a class as the labelled
+scans show it are learned as that class, whether or not the two branches already agree there. ``info_nce`` alone
+on voxels both branches confidently agree on is the earlier, weaker variant (``--diffcl-contrastive agreement``)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-__all__ = ["ProjectionHead", "MemoryBank", "info_nce"]
+__all__ = ["ProjectionHead", "MemoryBank", "info_nce", "propagate_labels", "label_propagation_loss"]
 
 
 class ProjectionHead(nn.Module):
@@ -74,3 +77,37 @@ def info_nce(anchors: torch.Tensor, classes: torch.Tensor, bank: MemoryBank, tem
     logits, positive = logits[usable], positive[usable]
     positives = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), 1)
     return (torch.logsumexp(logits, 1) - positives).mean()
+
+
+@torch.no_grad()
+def propagate_labels(embeddings: torch.Tensor, bank: MemoryBank, neighbours: int, temperature: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each embedding's class by a similarity-weighted vote of its ``neighbours`` most similar labelled embeddings
+    (weights exp(cos / t)), and the winning class's share of the vote. (N, D) -> (N,) classes, (N,) shares; shares
+    of 0 when the memory is empty."""
+    keys, key_classes = bank.keys()
+    n_classes = bank.embeddings.shape[0]
+    if not len(keys) or not len(embeddings):
+        return (torch.zeros(len(embeddings), dtype=torch.long, device=embeddings.device),
+                embeddings.new_zeros(len(embeddings)))
+    similarity = embeddings.float() @ keys.T
+    top, index = similarity.topk(min(neighbours, len(keys)), dim=1)
+    weights = torch.softmax(top / temperature, dim=1)
+    votes = torch.zeros(len(embeddings), n_classes, device=embeddings.device)
+    votes.scatter_add_(1, key_classes[index], weights)
+    share, classes = votes.max(1)
+    return classes, share
+
+
+def label_propagation_loss(embeddings: torch.Tensor, logits: torch.Tensor, bank: MemoryBank, temperature: float,
+                           neighbours: int, confidence: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE of the voxels whose propagated class has at least ``confidence`` of the vote, towards that class,
+    plus the cross-entropy of the CNN's logits at those voxels against it: the propagated labels reach the
+    segmentation, not only the embedding. embeddings (N, D) and logits (N, K) of the same voxels, both with
+    gradient -> (loss, (N,) bool of the voxels used)."""
+    classes, share = propagate_labels(embeddings.detach(), bank, neighbours, temperature)
+    used = share >= confidence
+    if not used.any():
+        return embeddings.new_zeros(()) + 0 * logits.sum(), used
+    contrast = info_nce(embeddings[used], classes[used], bank, temperature)
+    return contrast + F.cross_entropy(logits[used].float(), classes[used]), used

@@ -1,14 +1,18 @@
 """Diffusion of segmentation masks for Diff-CL's diffusion branch, after the GenericSSL template
 (docs/methods.md): one-hot masks scaled to [-1, 1] are noised with a linear beta schedule; the denoiser sees the
 image concatenated with the noisy mask and the timestep, and predicts the clean mask's logits (trained with
-Dice + CE, not MSE on the noise); predictions come from deterministic DDIM sampling with a few steps."""
+Dice + CE, not MSE on the noise); predictions come from deterministic DDIM sampling with a few steps.
+
+It lives with the networks, not the training code, because a trained diffusion branch is a segmenter of its own
+(``DiffusionSegmenter``) that ``predict`` and ``experiment`` run like any checkpoint."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["MaskDiffusion"]
+__all__ = ["MaskDiffusion", "DiffusionSegmenter"]
 
 
 class MaskDiffusion:
@@ -47,10 +51,14 @@ class MaskDiffusion:
         return torch.linspace(self.timesteps - 1, 0, steps).round().long().tolist()
 
     @torch.no_grad()
-    def sample(self, denoiser, images: torch.Tensor, n_classes: int, steps: int) -> torch.Tensor:
-        """Class probabilities (B, K, *S) by deterministic DDIM (eta 0) from pure noise: at each step the
-        denoiser's x0 estimate (softmax scaled to [-1, 1]) and the implied noise give the next, less noisy mask."""
-        x = torch.randn((images.shape[0], n_classes, *images.shape[2:]), device=images.device)
+    def sample(self, denoiser, images: torch.Tensor, n_classes: int, steps: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Class probabilities (B, K, *S) by deterministic DDIM (eta 0) from pure noise (drawn from ``generator``
+        when given): at each step the denoiser's x0 estimate (softmax scaled to [-1, 1]) and the implied noise give
+        the next, less noisy mask."""
+        shape = (images.shape[0], n_classes, *images.shape[2:])
+        x = torch.randn(shape, generator=generator, device=generator.device if generator else images.device)
+        x = x.to(images.device)
         times = self.ddim_timesteps(steps)
         probabilities = None
         for index, t in enumerate(times):
@@ -63,3 +71,36 @@ class MaskDiffusion:
             noise = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
             x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * noise
         return probabilities
+
+
+class DiffusionSegmenter(nn.Module):
+    """A trained diffusion branch as a segmentation network: ``forward(images)`` gives log class probabilities
+    from ``sampling_steps`` DDIM steps, so the softmax every predictor applies returns DDIM's probabilities, and
+    averaging with another network's softmax is the branches' mean. The starting noise is seeded per call
+    (``seed``): the same image gives the same segmentation every time, as a clinician expects of a model.
+
+    Args:
+        denoiser: the time-conditioned network (image + noisy one-hot mask in, clean mask logits out).
+        n_classes: classes of the mask.
+        timesteps: T of the schedule it was trained with.
+        sampling_steps: DDIM steps at inference.
+    """
+
+    def __init__(self, denoiser: nn.Module, n_classes: int, timesteps: int, sampling_steps: int, seed: int = 0):
+        super().__init__()
+        self.denoiser = denoiser
+        self.n_classes, self.sampling_steps, self.seed = n_classes, sampling_steps, seed
+        self.diffusion = MaskDiffusion(timesteps)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.diffusion.alpha_bar = self.diffusion.alpha_bar.to(images.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        probabilities = self.diffusion.sample(self.denoiser, images, self.n_classes, self.sampling_steps, generator)
+        return probabilities.clamp_min(1e-8).log()
+
+    # The checkpoint holds the denoiser's weights under their own names.
+    def state_dict(self, *args, **kwargs):
+        return self.denoiser.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        return self.denoiser.load_state_dict(state, strict=strict, assign=assign)
