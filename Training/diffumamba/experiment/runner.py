@@ -103,9 +103,10 @@ def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress
     splits = load_or_create_splits(prepared.dataset.root / "splits_final.json", names, spec.n_folds,
                                    group_pattern=spec.group_pattern)
     rows = []
-    for fold in spec.folds:
-        train_names, val_names = fold_cases(splits, names, str(fold))
-        for seed in spec.seeds:
+    # Seed-major: every fold of seed 0 before any of seed 1, so an experiment stopped early has scored every case.
+    for seed in spec.seeds:
+        for fold in spec.folds:
+            train_names, val_names = fold_cases(splits, names, str(fold))
             chosen = subset(train_names, spec.train_fraction, seed) if spec.train_fraction < 1 else train_names
             roles = assign_roles(chosen, seed, spec.labeled_fraction, corrupt_fraction=spec.corrupt_fraction,
                                  corrupt_voxels=spec.corrupt_voxels)
