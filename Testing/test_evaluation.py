@@ -173,3 +173,23 @@ def test_evaluate_option_errors(folders, capsys):
     assert "VALUE=NAME" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(pred / "nope"), "--ref", str(ref), "--out", str(out)]) == 2
     assert "prediction folder does not exist" in capsys.readouterr().err
+
+
+def test_band_dice_counts_only_the_voxels_near_the_reference_contour():
+    """band_dice against an independent computation: the chessboard distance transform on both sides of the border."""
+    from scipy import ndimage
+
+    from diffumamba.evaluation.metrics import band_dice
+
+    ref = np.zeros((20, 24, 24), bool)
+    ref[5:15, 6:18, 6:18] = True
+    pred = np.zeros_like(ref)
+    pred[6:16, 8:20, 6:18] = True                              # shifted by one slice and two rows
+    inside = ndimage.distance_transform_cdt(ref, metric="chessboard")
+    outside = ndimage.distance_transform_cdt(~ref, metric="chessboard")
+    band = np.where(ref, inside, outside) <= 3
+    expected = 2 * (pred & ref & band).sum() / ((pred & band).sum() + (ref & band).sum())
+    assert band_dice(pred, ref) == pytest.approx(expected)
+    assert band_dice(ref, ref) == 1.0
+    whole = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
+    assert band_dice(pred, ref) < whole                        # the core's agreement does not count
