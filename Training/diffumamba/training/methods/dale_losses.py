@@ -14,8 +14,13 @@ __all__ = ["dilate", "boundary_band", "normalised_entropy", "label_confidence", 
 
 
 def _pool(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max over the cube of half-width ``radius``, as ``radius`` passes of a 3-wide max: the same result (a cube
+    is the sum of unit cubes), at 27 r instead of (2 r + 1)^3 comparisons per voxel (a band of 7 cost 18 times
+    more with one wide pooling, and DALE computes bands every step)."""
     pool = F.max_pool3d if x.dim() == 5 else F.max_pool2d
-    return pool(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    for _ in range(radius):
+        x = pool(x, kernel_size=3, stride=1, padding=1)
+    return x
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
