@@ -8,6 +8,7 @@ import math
 import pytest
 
 from diffumamba.cli import main
+from diffumamba.experiment.dale_report import partition_lines, partition_summary
 from diffumamba.experiment.statistics import compare, markdown_table, paired_difference
 from diffumamba.training.splits import kfold_splits, load_or_create_splits
 
@@ -112,9 +113,37 @@ def test_an_experiment_compares_methods_on_the_same_corrupted_cases(phantoms, tm
     assert {(r["network"], r["method"]) for r in results} == {("supervised", "supervised"), ("dale", "dale")}
     cases = json.loads((tmp_path / "exp" / "runs" / "fold0_seed0" / "cases.json").read_text())
     assert len(cases["corrupted"]) == 1 and set(cases["corrupted"]) <= set(cases["labeled"]) == set(cases["train"])
-    assert (tmp_path / "exp" / "runs" / "fold0_seed0" / "dale" / "dale_partition.json").exists()
+    partition = json.loads((tmp_path / "exp" / "runs" / "fold0_seed0" / "dale" / "dale_partition.json").read_text())
+    fuzzy = [c["case"] for c in partition["cases"] if c["fuzzy"]]
+    hits = sum(name in cases["corrupted"] for name in fuzzy)
+    assert (f"- dale: {hits} of {len(fuzzy)} fuzzy picks on corrupted cases (random picks: {len(fuzzy) / 2:.1f}) "
+            f"in 1 runs; band radius median {partition['band_radius']}") in out
     spec = json.loads((tmp_path / "exp" / "experiment.json").read_text())["spec"]
     assert spec["methods"] == ["supervised", "dale"] and spec["training"]["method_options"] == {"dale": {"warmup": 0.5}}
+
+
+def _dale_run(root, run, corrupted, fuzzy, radius, arm="dale"):
+    folder = root / "runs" / run / arm.replace(":", "_").replace("=", "-")
+    folder.mkdir(parents=True)
+    labelled = ["a", "b", "c", "d"]
+    (root / "runs" / run / "cases.json").write_text(json.dumps({"labeled": labelled, "corrupted": corrupted}))
+    (folder / "dale_partition.json").write_text(json.dumps(
+        {"band_radius": radius, "cases": [{"case": n, "fuzzy": n in fuzzy} for n in labelled]}))
+    (folder / "metrics.json").write_text(json.dumps({"rows": [{"network": arm}]}))
+
+
+def test_dale_partition_report_counts_picks_on_corrupted_cases_against_chance(tmp_path):
+    _dale_run(tmp_path, "fold0_seed0", {"a": "dilate", "b": "shift"}, {"a", "c"}, 3)       # 1 hit; chance 2 x 2/4
+    _dale_run(tmp_path, "fold1_seed0", {"d": "erode"}, {"d"}, 7)                            # 1 hit; chance 1 x 1/4
+    _dale_run(tmp_path, "fold0_seed0", {"a": "dilate", "b": "shift"}, {"c"}, 5, arm="dale:confidence=none")
+    unfinished = tmp_path / "runs" / "fold1_seed0" / "dale_confidence-none"
+    _dale_run(tmp_path, "fold1_seed0", {"d": "erode"}, {"d"}, 7, arm="dale:confidence=none")
+    (unfinished / "metrics.json").unlink()                                                  # still training
+    summary = partition_summary(tmp_path)
+    assert summary["dale"] == {"runs": 2, "fuzzy": 3, "on_corrupted": 2, "chance": 1.25, "band_radii": [3, 7]}
+    assert summary["dale:confidence=none"]["runs"] == 1 and summary["dale:confidence=none"]["on_corrupted"] == 0
+    assert partition_lines(tmp_path)[0] == ("dale: 2 of 3 fuzzy picks on corrupted cases (random picks: 1.2) in 2 "
+                                            "runs; band radius median 5 (range 3-7)")
 
 
 def test_diffcl_needs_unlabelled_cases(phantoms, tmp_path, capsys):

@@ -44,6 +44,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiment.runner import ExperimentSpec, experiment_arms, experiment_rows, run_experiment, scored_names
+    from ..experiment.dale_report import partition_lines
     from ..experiment.statistics import compare, markdown_table
     from ..files import atomic_write_text
     from ..training.splits import case_groups
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     groups = case_groups(sorted({r["case"] for r in rows}), group_pattern) if group_pattern else None
     entries = compare(rows, baseline, groups)
     table = markdown_table(entries, baseline, "patients" if groups else "cases")
+    partition = partition_lines(args.results)
+    if partition:                        # DALE with corrupted labels: did its partition find them?
+        table += "\nDALE partition:\n\n" + "".join(f"- {line}\n" for line in partition)
     atomic_write_text(args.results / "results.csv", _csv(rows))
     atomic_write_text(args.results / "summary.json", json.dumps(entries, indent=2) + "\n")
     atomic_write_text(args.results / "table.md", table)
