@@ -117,7 +117,7 @@ def test_an_experiment_compares_methods_on_the_same_corrupted_cases(phantoms, tm
     fuzzy = [c["case"] for c in partition["cases"] if c["fuzzy"]]
     hits = sum(name in cases["corrupted"] for name in fuzzy)
     assert (f"- dale: {hits} of {len(fuzzy)} fuzzy picks on corrupted cases (random picks: {len(fuzzy) / 2:.1f}) "
-            f"in 1 runs; band radius median {partition['band_radius']}") in out
+            f"in 1 run; band radius median {partition['band_radius']}") in out
     spec = json.loads((tmp_path / "exp" / "experiment.json").read_text())["spec"]
     assert spec["methods"] == ["supervised", "dale"] and spec["training"]["method_options"] == {"dale": {"warmup": 0.5}}
 

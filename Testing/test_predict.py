@@ -199,7 +199,7 @@ def test_two_predicts_into_one_folder_do_not_mix(checkpoint, tmp_path):
         time.sleep(0.05)
     second = _predict_process([image_path], model_path, out)
     second_out, second_err = second.communicate(timeout=300)
-    first_out, first_err = first.communicate(timeout=300)
+    first_out, first_err = first.communicate(timeout=1200)     # 4 cases with TTA: minutes on a loaded 2-core CPU
     assert first.returncode == 0, first_err
     assert second.returncode == 2 and f"another run is writing {out} (pid {first.pid})" in second_err, second_err
     assert sorted(p.name for p in out.iterdir()) == [f"case{i}.nii.gz" for i in range(4)]   # no lock, no partials

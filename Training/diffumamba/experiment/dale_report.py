@@ -43,6 +43,6 @@ def partition_lines(out: Path) -> list[str]:
             continue                                   # no corrupted case in any run: nothing to find
         radii = s["band_radii"]
         lines.append(f"{arm}: {s['on_corrupted']} of {s['fuzzy']} fuzzy picks on corrupted cases "
-                     f"(random picks: {s['chance']:.1f}) in {s['runs']} runs; band radius median "
+                     f"(random picks: {s['chance']:.1f}) in {s['runs']} run{'s' if s['runs'] > 1 else ''}; band radius median "
                      f"{statistics.median(radii):g} (range {min(radii)}-{max(radii)})")
     return lines
