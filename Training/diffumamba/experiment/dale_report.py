@@ -19,17 +19,17 @@ def partition_summary(out: Path) -> dict[str, dict]:
         metrics = path.parent / "metrics.json"
         if not metrics.exists():
             continue                                   # still training; the table leaves it out too
-        name = json.loads(metrics.read_text())["rows"][0]["network"]
+        arm_name = json.loads(metrics.read_text())["rows"][0]["network"]
         roles = json.loads((path.parent.parent / "cases.json").read_text())
         record = json.loads(path.read_text())
         corrupted = set(roles.get("corrupted", {}))
         labelled = roles.get("labeled") or [c["case"] for c in record["cases"]]
         fuzzy = [c["case"] for c in record["cases"] if c["fuzzy"]]
-        arm = summary.setdefault(name, {"runs": 0, "fuzzy": 0, "on_corrupted": 0, "chance": 0.0,
-                                                    "band_radii": []})
+        arm = summary.setdefault(arm_name, {"runs": 0, "fuzzy": 0, "on_corrupted": 0, "chance": 0.0,
+                                            "band_radii": []})
         arm["runs"] += 1
         arm["fuzzy"] += len(fuzzy)
-        arm["on_corrupted"] += sum(name in corrupted for name in fuzzy)
+        arm["on_corrupted"] += sum(case in corrupted for case in fuzzy)
         arm["chance"] += len(fuzzy) * len(corrupted & set(labelled)) / max(len(labelled), 1)
         arm["band_radii"].append(int(record["band_radius"]))
     return summary
@@ -42,7 +42,8 @@ def partition_lines(out: Path) -> list[str]:
         if not s["chance"] and not s["on_corrupted"]:
             continue                                   # no corrupted case in any run: nothing to find
         radii = s["band_radii"]
+        runs = f"{s['runs']} run{'s' if s['runs'] > 1 else ''}"
         lines.append(f"{arm}: {s['on_corrupted']} of {s['fuzzy']} fuzzy picks on corrupted cases "
-                     f"(random picks: {s['chance']:.1f}) in {s['runs']} run{'s' if s['runs'] > 1 else ''}; band radius median "
+                     f"(random picks: {s['chance']:.1f}) in {runs}; band radius median "
                      f"{statistics.median(radii):g} (range {min(radii)}-{max(radii)})")
     return lines
