@@ -1,13 +1,14 @@
-"""The package's layers import one way: training and propagation may use inference, nothing below imports
-what sits above it, so no import cycle runs training -> propagation -> inference -> training (a cycle that
+"""The package's layers import one way: training and propagation may use inference, training may use correction
+(its simulated clicks) and correction may use inference, nothing below imports what sits above it, so no import cycle runs training -> propagation -> inference -> training (a cycle that
 made import order matter and tied inference to the trainer)."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "Training" / "diffumamba"
-LAYERS = ("training", "propagation", "inference")
-FORBIDDEN = {("inference", "training"), ("inference", "propagation"), ("training", "propagation")}
+LAYERS = ("training", "propagation", "correction", "inference")
+FORBIDDEN = {("inference", "training"), ("inference", "propagation"), ("training", "propagation"),
+             ("inference", "correction"), ("correction", "training"), ("correction", "propagation")}
 
 
 def imported_layers(path: Path) -> set:

@@ -103,7 +103,7 @@ def test_prior_gtv_formats_agree(sarcoma, tmp_path):
     assert np.array_equal(read_prior_mask(tmp_path / "crop.nrrd", case, label=3), gtv)
     with pytest.raises(ValueError, match="has no voxel of label 1; it has \\[0, 3\\]"):
         read_prior_mask(tmp_path / "crop.nrrd", case, label=1)
-    with pytest.raises(ValueError, match="is empty on the prior scan's grid"):
+    with pytest.raises(ValueError, match="prior GTV from .* is empty on its scan's grid"):
         read_prior_mask(tmp_path / "gtv.seg.nrrd", case, roi="lung")    # a segment that holds no voxel
     with pytest.raises(ValueError, match="no structure matches 'PTV' in RS.dcm; it has: GTV_Mass_CT"):
         read_prior_mask(folder / "rtstruct" / "RS.dcm", case, roi="PTV")

@@ -12,8 +12,8 @@ import errno
 import sys
 import traceback
 
-from .commands import (convert, demo, evaluate, experiment, export, import_nnunet, info, network, package, predict,
-                       preprocess, propagate, train)
+from .commands import (convert, correct, demo, evaluate, experiment, export, import_nnunet, info, network, package,
+                       predict, preprocess, propagate, serve, train)
 from .files import OutputError
 
 
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffumamba", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, info, network, convert, preprocess, train, evaluate, experiment, predict, propagate, export,
-                   package, import_nnunet):
+    for module in (demo, info, network, convert, preprocess, train, evaluate, experiment, predict, propagate, correct,
+                   serve, export, package, import_nnunet):
         module.add_parser(commands)
     return parser
 

@@ -67,9 +67,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                              "block's last norm (as nnU-Net ResEnc) and the segmentation heads, so training starts "
                              "from logits 0")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--task", default="auto", choices=["auto", "segmentation", "propagation"],
+    parser.add_argument("--task", default="auto", choices=["auto", "segmentation", "propagation", "correction"],
                         help="propagation: train a refinement model on a dataset of (current scan, registered prior "
-                             "scan, registered prior GTV) channels; auto: the dataset's own task (default)")
+                             "scan, registered prior GTV) channels; correction: train a click-correction model on any "
+                             "segmentation dataset (mask and clicks simulated, see docs/correction.md); auto: the "
+                             "dataset's own task (default)")
     parser.add_argument("--prior-dropout", type=float, default=0.2, metavar="P",
                         help="propagation: probability of hiding the prior channels from a training patch, so the "
                              "model also works without a usable prior (default 0.2; 1.0 trains a no-prior model)")

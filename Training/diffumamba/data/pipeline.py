@@ -33,7 +33,8 @@ def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_g
     """Fingerprint (cached), plan and preprocess (cached) a dataset.
 
     ``task``: "segmentation", "propagation" (the dataset must hold current scan, prior scan and prior GTV
-    channels, as ``convert longitudinal``/``convert simulate`` write them), or "auto": dataset.json's "task".
+    channels, as ``convert longitudinal``/``convert simulate`` write them), "correction" (any segmentation
+    dataset: the click channels are made while training) or "auto": dataset.json's "task".
     """
     from tqdm import tqdm
 
@@ -42,7 +43,7 @@ def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_g
 
     dataset = RawDataset(dataset_path)
     task = dataset.meta.get("task", "segmentation") if task == "auto" else task
-    if task not in ("segmentation", "propagation"):
+    if task not in ("segmentation", "propagation", "correction"):
         raise ValueError(f"unknown task {task!r}")
     if task == "propagation" and (dataset.num_channels != 3 or dataset.channel_names[2] != "noNorm"):
         raise ValueError(f"{dataset_path}: a propagation dataset has 3 channels (current scan, prior scan, prior GTV "

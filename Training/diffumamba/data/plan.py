@@ -47,7 +47,8 @@ class Plan:
     image_order: int = 3
     linear_labels: bool = False
     inference: dict = field(default_factory=dict)   # defaults for ``predict``: overlap, crop
-    task: str = "segmentation"                       # or "propagation" (channels: current, prior image, prior GTV)
+    task: str = "segmentation"                       # "propagation" (channels: current, prior image, prior GTV) or
+                                                     # "correction" (the network adds mask, include, exclude)
     separate_z_order: Optional[int] = None           # nnU-Net's slice-axis resampling (imported models), see
                                                      # preprocessing.preprocess_case; None: image_order on all axes
 
@@ -173,13 +174,19 @@ def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumam
             raise ValueError(f"no patch fits {memory_budget_gb} GB; raise the memory budget")
         patch[axis] -= divisor[axis]
     enc, dec = umambabot_block_counts(len(strides))
-    num_classes = len(fingerprint["labels"])
-    config = NetworkConfig(network=network, spatial_dims=spatial_dims, in_channels=len(fingerprint["channel_names"]),
+    labels = dict(fingerprint["labels"])
+    in_channels = len(fingerprint["channel_names"])
+    if task == "correction":          # + mask, include, exclude (correction.network_input); one lesion class
+        in_channels += 3
+        names = [name for name, value in labels.items() if int(value) != 0]
+        labels = {"background": 0, names[0] if len(names) == 1 else "lesion": 1}
+    num_classes = len(labels)
+    config = NetworkConfig(network=network, spatial_dims=spatial_dims, in_channels=in_channels,
                            num_classes=num_classes, features_per_stage=stage_features(len(strides), base_features, max_features),
                            kernel_sizes=kernels, strides=strides, n_blocks_per_stage=enc,
                            n_blocks_per_stage_decoder=dec, patch_size=patch)
     return Plan(target_spacing=[float(t) for t in target], patch_size=patch, batch_size=batch_size,
                 median_shape=[int(m) for m in median_shape], network=config.to_dict(),
-                channel_names=list(fingerprint["channel_names"]), labels=dict(fingerprint["labels"]),
+                channel_names=list(fingerprint["channel_names"]), labels=labels,
                 intensities=list(fingerprint["foreground_intensities"]), fingerprint_hash=fingerprint_hash,
                 inference=dict(inference or {}), task=task)

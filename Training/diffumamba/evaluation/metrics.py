@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["METRIC_NAMES", "label_metrics", "band_dice"]
+__all__ = ["METRIC_NAMES", "label_metrics", "band_dice", "dice"]
 
 METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "nsd", "band_dice", "ref_volume_ml", "pred_volume_ml")
 BAND_VOXELS = 3
@@ -60,10 +60,17 @@ def label_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
     if n_pred == 0 or n_ref == 0:
         diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(pred.shape, spacing)))
         return {**result, "dice": 0.0, "hd95_mm": diagonal, "assd_mm": diagonal, "nsd": 0.0, "band_dice": 0.0}
-    result["dice"] = 2.0 * int(np.logical_and(pred, ref).sum()) / (n_pred + n_ref)
+    result["dice"] = dice(pred, ref)
     result["band_dice"] = band_dice(pred, ref)
     result.update(_surface_metrics(*_crop_to_union(pred, ref), spacing, nsd_tolerance_mm))
     return result
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two masks; 1 when both are empty (the table's rule)."""
+    pred, ref = np.asarray(pred).astype(bool), np.asarray(ref).astype(bool)
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
 def _crop_to_union(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,13 @@ __all__ = ["read_prior_mask", "DEFAULT_ROI"]
 from ..dicom.roi_choice import DEFAULT_PATTERN as DEFAULT_ROI
 
 
-def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None) -> np.ndarray:
-    """(z, y, x) uint8 mask on the grid of ``prior`` (an ``InputCase``: its image, and its DICOM slices if any)."""
+def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None,
+                    what: str = "prior GTV", allow_empty: bool = False) -> np.ndarray:
+    """(z, y, x) uint8 mask on the grid of ``prior`` (an ``InputCase``: its image, and its DICOM slices if any).
+    ``what`` names the mask in errors; an empty mask is refused unless ``allow_empty``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"prior GTV does not exist: {path}")
+        raise FileNotFoundError(f"{what} does not exist: {path}")
     name = path.name.lower()
     if name.endswith(".seg.nrrd"):
         mask = _from_seg_nrrd(path, prior.image, roi)
@@ -30,8 +32,8 @@ def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optiona
         mask = _from_dicom(path, _dicom_modality(path), prior, roi)
     else:
         mask = _from_label_map(path, prior.image, label)
-    if not mask.any():
-        raise ValueError(f"the prior GTV from {path.name} is empty on the prior scan's grid")
+    if not mask.any() and not allow_empty:
+        raise ValueError(f"the {what} from {path.name} is empty on its scan's grid")
     return mask.astype(np.uint8)
 
 

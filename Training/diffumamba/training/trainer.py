@@ -68,7 +68,8 @@ class TrainSettings:
     elastic: bool = False
     seed: int = 0
     device: str = "auto"
-    task: str = "segmentation"       # "propagation": the last input channel is the prior GTV (see prior_augmentation)
+    task: str = "segmentation"       # "propagation": the last input channel is the prior GTV (see prior_augmentation);
+                                     # "correction": mask and click channels are simulated (see click_simulation)
     prior_dropout: float = 0.2
     prior_perturb: float = 0.5
     method: str = "supervised"       # "dale", "diffcl": see training.methods
@@ -124,7 +125,7 @@ class Trainer:
                                          momentum=settings.momentum, nesterov=True, weight_decay=settings.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
         self.start_epoch, self.best_dice = 0, -1.0
-        self._prior_rng, self._transforms = None, None
+        self._prior_rng, self._click_rng, self._transforms = None, None, None
         self.spatial_plan = None
         if settings.augment and settings.spatial_augmentation != "in-patch":
             from .spatial_augmentation import spatial_plan
@@ -269,6 +270,7 @@ class Trainer:
         self._transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed,
                                                prior_key=prior, plan=self.spatial_plan) if self.settings.augment else None
         self._prior_rng = np.random.default_rng(seed + 7) if prior else None
+        self._click_rng = np.random.default_rng(seed + 11) if self.settings.task == "correction" else None
         return seed
 
     def make_sampler(self, cases: Sequence[TrainingCase], seed: int, oversample: Optional[float] = None,
@@ -339,13 +341,35 @@ class Trainer:
         if prior:
             images = perturb_prior(images.float(), self._prior_rng, self.settings.prior_dropout,
                                    self.settings.prior_perturb)
-        return (images.float().to(self.device, memory_format=self.memory_format),
-                labels.round().long().to(self.device))
+        images, labels = images.float().to(self.device), labels.round().long().to(self.device)
+        if self._click_rng is not None:
+            from .click_simulation import ClickSimulation, correction_batch
+
+            labels = (labels > 0).long()
+            images = correction_batch(images, labels, self.network, self._click_rng, self.grid_spacing,
+                                      ClickSimulation())
+        return images.contiguous(memory_format=self.memory_format), labels
+
+    @property
+    def grid_spacing(self) -> list[float]:
+        """The training grid's voxel size in mm (the plan's target spacing; 1 mm without a plan)."""
+        return list(self.meta.get("plan", {}).get("target_spacing", [1.0] * self.config.spatial_dims))
 
     def validate(self) -> float:
-        """Mean foreground Dice over validation cases (whole volumes, Gaussian sliding window)."""
+        """Mean foreground Dice over validation cases (whole volumes, Gaussian sliding window); for a correction
+        model, the Dice after three simulated clicks from an empty mask (``correction.session``)."""
         from ..inference.sliding_window import sliding_window_logits
 
+        if self.settings.task == "correction":
+            from ..correction.corrector import correct_on_grid
+            from ..correction.session import simulate_session
+
+            def correct(case):
+                return lambda mask, clicks: correct_on_grid([self.network], case.data, mask, clicks, self.grid_spacing,
+                                                            self.config.patch_size, self.device)
+
+            return float(np.mean([simulate_session(correct(case), case.label > 0, np.zeros(case.label.shape, bool),
+                                                   self.grid_spacing, 3)[-1] for case in self.val_cases]))
         scores = []
         for case in self.val_cases:
             prediction = sliding_window_logits(self.network, case.data, self.config.patch_size,

@@ -1,0 +1,81 @@
+"""``diffumamba serve --stdio``: a correction worker that loads its model once and answers one JSON line per request.
+
+Protocol (docs/correction.md): after loading, the worker prints ``{"ready": true, ...}``; then each request line
+``{"id": ..., "command": "correct", "image": PATH, "mask": PATH|null, "output": PATH, "clicks": [...],
+"coordinate_system": ..., "fixed_slices": [...]}`` gets one reply line with the same id: ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``. A bad request never ends the worker; ``{"command": "quit"}`` or the end of input
+does. Replies go to stdout only; nothing else is printed there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "serve", help="a correction worker: model loaded once, one JSON request per line (for the Slicer module)",
+        description="Load a correction model once and answer correction requests, one JSON object per line on "
+                    "stdin, one reply per line on stdout (docs/correction.md).")
+    parser.add_argument("--stdio", action="store_true", required=True, help="requests on stdin, replies on stdout")
+    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="CHECKPOINT",
+                        help="correction checkpoint(s) or model packages (.zip), ensembled")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .correction_service import CorrectionService
+
+    started = time.perf_counter()
+    service = CorrectionService(args.model, args.device)
+    service.warm_up()
+    reply({"ready": True, "seconds": round(time.perf_counter() - started, 3), "model": [str(m) for m in args.model]})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        answer = handle(service, line)
+        reply(answer)
+        if answer.get("quit"):
+            break
+    return 0
+
+
+def handle(service, line: str) -> dict:
+    """The reply to one request line; every user error becomes ``{"ok": false, "error": ...}``."""
+    from ..cli import describe, is_user_error
+    from ..correction.request import parse_request
+
+    request_id = None
+    try:
+        value = json.loads(line)
+        request_id = value.get("id") if isinstance(value, dict) else None
+        command = value.get("command") if isinstance(value, dict) else None
+        if command == "quit":
+            return {"id": request_id, "ok": True, "quit": True}
+        if command == "ping":
+            return {"id": request_id, "ok": True}
+        if command != "correct":
+            raise ValueError(f"unknown command {command!r}; use correct, ping or quit")
+        for key in ("image", "output"):
+            if not isinstance(value.get(key), str):
+                raise ValueError(f"request {request_id}: '{key}' must be a path")
+        source = f"request {request_id}"
+        done = service.correct(Path(value["image"]), Path(value["mask"]) if value.get("mask") else None,
+                               parse_request(value, source), Path(value["output"]), source)
+        return {"id": request_id, "ok": True, **done}
+    except json.JSONDecodeError as err:
+        return {"id": request_id, "ok": False, "error": f"not a JSON line ({err})"}
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        return {"id": request_id, "ok": False, "error": describe(err)}
+
+
+def reply(value: dict) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()

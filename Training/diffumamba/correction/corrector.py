@@ -1,0 +1,101 @@
+"""One correction step on an image's own grid: crop the lesion's box, resample it to the model's grid, run the
+network with the mask and the clicks as extra channels, and put the answer back.
+
+Outside the box the mask is kept as it was, and the slices the user drew are kept exactly (the network's answer
+never overwrites them): a correction only ever changes what the user has not fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..data.preprocessing import preprocess_case, resample_array, restore_to_original
+from ..inference.sliding_window import sliding_window_logits
+from .clicks import Click
+from .network_input import correction_channels, lesion_box
+
+__all__ = ["Corrector", "correct_on_grid", "foreground_probability", "keep_drawn"]
+
+
+def foreground_probability(networks: Sequence[torch.nn.Module], inputs: np.ndarray, patch_size: Sequence[int],
+                           device, overlap: float) -> np.ndarray:
+    """The networks' mean softmax probability of the lesion on ``inputs`` (image and correction channels)."""
+    total = None
+    for network in networks:
+        probability = torch.softmax(sliding_window_logits(network, inputs, patch_size, overlap, device).float(), 0)
+        total = probability if total is None else total + probability
+    return (1.0 - total[0] / len(networks)).numpy()
+
+
+def keep_drawn(mask: np.ndarray, drawn: Optional[np.ndarray]) -> np.ndarray:
+    """``mask`` with the drawn slices' voxels (``drawn``: tumour, other) set exactly as drawn."""
+    if drawn is not None:
+        mask[drawn[0] > 0] = True
+        mask[drawn[1] > 0] = False
+    return mask
+
+
+def correct_on_grid(networks: Sequence[torch.nn.Module], data: np.ndarray, mask: np.ndarray, clicks: Sequence[Click],
+                    spacing: Sequence[float], patch_size: Sequence[int], device, drawn: Optional[np.ndarray] = None,
+                    overlap: float = 0.25, margin_mm: float = 20.0) -> np.ndarray:
+    """``Corrector.correct`` on data already on the model's grid (preprocessed: a training case), no resampling."""
+    box = lesion_box(mask.shape, spacing, mask, clicks, drawn, margin_mm, [p * s for p, s in zip(patch_size, spacing)])
+    start = [b.start for b in box]
+    moved = [replace(c, index=tuple(i - o for i, o in zip(c.index, start))) for c in clicks]
+    inputs = np.concatenate([data[(slice(None), *box)],
+                             correction_channels(mask[box], moved, spacing, None if drawn is None else drawn[(slice(None), *box)])])
+    out = mask.astype(bool).copy()
+    out[box] = foreground_probability(networks, inputs, patch_size, device, overlap) > 0.5
+    return keep_drawn(out, drawn)
+
+
+@dataclass
+class Corrector:
+    """Corrects masks on images of any grid with one model (or the mean of several: folds).
+
+    Args:
+        networks: correction networks (in channels: the plan's image channels + mask, include, exclude).
+        plan: their preprocessing plan (target spacing, normalisation, patch).
+        device: where they run.
+        overlap: sliding-window overlap inside the box (0.25: the box is one or two patches).
+        margin_mm: context around the mask and the clicks.
+    """
+
+    networks: list
+    plan: dict
+    device: object = "cpu"
+    overlap: float = 0.25
+    margin_mm: float = 20.0
+
+    def correct(self, image: np.ndarray, spacing: Sequence[float], mask: np.ndarray, clicks: Sequence[Click],
+                drawn: Optional[np.ndarray] = None) -> np.ndarray:
+        """The corrected mask (bool, ``mask``'s shape). ``image``: (channels, z, y, x) in original units;
+        ``clicks`` on this grid (continuous z, y, x index); ``drawn``: (2, z, y, x) slices the user drew."""
+        plan = self.plan
+        target = plan["target_spacing"]
+        minimum = [p * t for p, t in zip(plan["patch_size"], target)]
+        box = lesion_box(mask.shape, spacing, mask, clicks, drawn, self.margin_mm, minimum)
+        processed, _, properties = preprocess_case(
+            np.ascontiguousarray(image[(slice(None), *box)]), None, spacing, target, plan["channel_names"],
+            plan["intensities"], plan.get("image_order", 3), separate_z_order=plan.get("separate_z_order"))
+        shape = processed.shape[1:]
+        crop = tuple(slice(a, b) for a, b in properties.bbox)
+
+        def to_grid(volume: np.ndarray) -> np.ndarray:
+            return resample_array(np.ascontiguousarray(volume[box][crop], np.float32), shape, order=1)
+
+        offsets = [b.start + c.start for b, c in zip(box, crop)]
+        scale = [n / c for n, c in zip(shape, properties.cropped_shape)]
+        moved = [replace(c, index=tuple((i - o + 0.5) * s - 0.5 for i, o, s in zip(c.index, offsets, scale)))
+                 for c in clicks]
+        evidence = None if drawn is None else np.stack([to_grid(d) for d in drawn]) > 0.5
+        inputs = np.concatenate([processed, correction_channels(to_grid(mask) > 0.5, moved, target, evidence)])
+        probability = foreground_probability(self.networks, inputs, plan["patch_size"], self.device, self.overlap)
+        restored = restore_to_original(probability[None], properties, is_label=False)[0]
+        out = mask.astype(bool).copy()
+        out[box] = restored > 0.5
+        return keep_drawn(out, drawn)
