@@ -1,7 +1,6 @@
 """Click correction: the simulated user, the network's extra channels, the lesion box, requests in patient mm, and
 correcting on an image's own grid (docs/correction.md)."""
 
-import json
 
 import numpy as np
 import pytest

@@ -240,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"--overwrite: removed {', '.join(removed)} from {args.run_dir}")
     args.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.run_dir / "cases.json", json.dumps(cases, indent=2) + "\n")
-    print(f"training {plan.network['network']} ({args.method}) on {len(labelled)} labelled case(s)"
+    task = "" if plan.task == "segmentation" else f", {plan.task} task"
+    print(f"training {plan.network['network']} ({args.method}{task}) on {len(labelled)} labelled case(s)"
           f"{f' ({len(roles.corrupted)} corrupted)' if roles.corrupted else ''}"
           f"{f' and {len(unlabelled)} unlabelled' if unlabelled else ''}, validating on {len(val_names)}; "
           f"patch {plan.patch_size}, lr {trainer.lr:g}, device {trainer.device}")

@@ -30,7 +30,8 @@ __all__ = ["ClickSimulation", "correction_batch"]
 class ClickSimulation:
     """Probabilities and sizes of the simulated starting points (voxels of the training grid)."""
 
-    max_iterations: int = 3      # network answers fed back before the loss (RITM's 3)
+    max_iterations: int = 3      # network answers fed back before the loss (RITM's 3), drawn from
+    min_iterations: int = 0      # [min_iterations, max_iterations]
     start_empty: float = 0.25    # start from an empty mask and one click in the tumour
     drawn_slices: float = 0.15   # give one or two reference slices as drawn
     max_shift: int = 4
@@ -99,7 +100,7 @@ def correction_batch(images: torch.Tensor, labels: torch.Tensor, network: torch.
         extra = np.stack([correction_channels(m, c, spacing, d) for m, c, d in zip(masks, clicks, drawn)])
         return torch.cat([images, torch.from_numpy(extra).to(images.device, images.dtype)], 1)
 
-    for _ in range(int(rng.integers(0, settings.max_iterations + 1))):
+    for _ in range(int(rng.integers(settings.min_iterations, settings.max_iterations + 1))):
         answers = _answer(network, assemble())
         for b, (answer, reference) in enumerate(zip(answers, references)):
             masks[b] = keep_drawn(answer, drawn[b])
