@@ -1,7 +1,6 @@
 """Click correction: the simulated user, the network's extra channels, the lesion box, requests in patient mm, and
 correcting on an image's own grid (docs/correction.md)."""
 
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -82,6 +81,9 @@ def test_lesion_box_holds_mask_clicks_and_margin_and_at_least_a_patch():
         slice(28, 34), slice(83, 100), slice(83, 100))     # the drawn slice's lesion only, slid back inside the grid
     edge = lesion_box(mask.shape, (1.0, 1.0, 1.0), mask, [Click((0.0, 0.0, 0.0), True)], None, 5.0, (60, 10, 10))
     assert edge[0] == slice(0, 40) and edge[1].start == 0 and edge[2].start == 0        # clipped to the grid
+    huge = np.ones((100, 400, 400), bool)                             # a spurious region filling the scan
+    capped = lesion_box(huge.shape, (1.0, 1.0, 1.0), huge, [Click((50.0, 300.0, 100.0), False)], None, 5.0, (10,) * 3)
+    assert capped == (slice(0, 100), slice(220, 380), slice(20, 180))   # 160 mm around the click
     with pytest.raises(ValueError, match="nothing to correct"):
         lesion_box(mask.shape, (1, 1, 1), np.zeros_like(mask), [], None, 5.0, (10, 10, 10))
 

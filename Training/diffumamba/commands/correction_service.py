@@ -35,14 +35,6 @@ class CorrectionService:
         self.corrector = Corrector(ensemble.networks, ensemble.plan, ensemble.device, overlap, margin_mm)
         self._images: dict = {}
 
-    def warm_up(self) -> None:
-        """One pass over a patch of zeros, so the first click does not pay for the kernels' first-call set-up."""
-        from ..correction.corrector import foreground_probability
-
-        patch = self.plan["patch_size"]
-        inputs = np.zeros((len(self.plan["channel_names"]) + 3, *patch), np.float32)
-        foreground_probability(self.corrector.networks, inputs, patch, self.corrector.device, 0.0)
-
     def image(self, path: Path):
         """(InputCase, (1, z, y, x) float32 array, spacing z, y, x) of ``path``, read once per modification."""
         from ..inference.inputs import find_inputs

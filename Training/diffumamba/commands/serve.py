@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     service = CorrectionService(args.model, args.device)
-    service.warm_up()
+    service.corrector.warm_up()
     reply({"ready": True, "seconds": round(time.perf_counter() - started, 3), "model": [str(m) for m in args.model]})
     for line in sys.stdin:
         if not line.strip():

@@ -18,7 +18,7 @@ from ..inference.sliding_window import sliding_window_logits
 from .clicks import Click
 from .network_input import correction_channels, lesion_box
 
-__all__ = ["Corrector", "correct_on_grid", "foreground_probability", "keep_drawn"]
+__all__ = ["Corrector", "correct_on_grid", "foreground_probability", "keep_drawn", "one_window_mm"]
 
 
 def foreground_probability(networks: Sequence[torch.nn.Module], inputs: np.ndarray, patch_size: Sequence[int],
@@ -29,6 +29,12 @@ def foreground_probability(networks: Sequence[torch.nn.Module], inputs: np.ndarr
         probability = torch.softmax(sliding_window_logits(network, inputs, patch_size, overlap, device).float(), 0)
         total = probability if total is None else total + probability
     return (1.0 - total[0] / len(networks)).numpy()
+
+
+def one_window_mm(patch_size: Sequence[int], spacing: Sequence[float]) -> list[float]:
+    """The smallest box worth cropping: just under one network window (two voxels of the model's grid less per
+    axis, so rounding during resampling cannot tip it into a second row of windows, which would cost 8x)."""
+    return [(p - 2) * s for p, s in zip(patch_size, spacing)]
 
 
 def keep_drawn(mask: np.ndarray, drawn: Optional[np.ndarray]) -> np.ndarray:
@@ -43,7 +49,7 @@ def correct_on_grid(networks: Sequence[torch.nn.Module], data: np.ndarray, mask:
                     spacing: Sequence[float], patch_size: Sequence[int], device, drawn: Optional[np.ndarray] = None,
                     overlap: float = 0.25, margin_mm: float = 20.0) -> np.ndarray:
     """``Corrector.correct`` on data already on the model's grid (preprocessed: a training case), no resampling."""
-    box = lesion_box(mask.shape, spacing, mask, clicks, drawn, margin_mm, [p * s for p, s in zip(patch_size, spacing)])
+    box = lesion_box(mask.shape, spacing, mask, clicks, drawn, margin_mm, one_window_mm(patch_size, spacing))
     start = [b.start for b in box]
     moved = [replace(c, index=tuple(i - o for i, o in zip(c.index, start))) for c in clicks]
     inputs = np.concatenate([data[(slice(None), *box)],
@@ -71,14 +77,20 @@ class Corrector:
     overlap: float = 0.25
     margin_mm: float = 20.0
 
+    def warm_up(self) -> None:
+        """One pass over a window of zeros, so the first click does not pay for the kernels' first-call set-up."""
+        patch = self.plan["patch_size"]
+        inputs = np.zeros((len(self.plan["channel_names"]) + 3, *patch), np.float32)
+        foreground_probability(self.networks, inputs, patch, self.device, 0.0)
+
     def correct(self, image: np.ndarray, spacing: Sequence[float], mask: np.ndarray, clicks: Sequence[Click],
                 drawn: Optional[np.ndarray] = None) -> np.ndarray:
         """The corrected mask (bool, ``mask``'s shape). ``image``: (channels, z, y, x) in original units;
         ``clicks`` on this grid (continuous z, y, x index); ``drawn``: (2, z, y, x) slices the user drew."""
         plan = self.plan
         target = plan["target_spacing"]
-        minimum = [p * t for p, t in zip(plan["patch_size"], target)]
-        box = lesion_box(mask.shape, spacing, mask, clicks, drawn, self.margin_mm, minimum)
+        box = lesion_box(mask.shape, spacing, mask, clicks, drawn, self.margin_mm,
+                         one_window_mm(plan["patch_size"], target))
         processed, _, properties = preprocess_case(
             np.ascontiguousarray(image[(slice(None), *box)]), None, spacing, target, plan["channel_names"],
             plan["intensities"], plan.get("image_order", 3), separate_z_order=plan.get("separate_z_order"))

@@ -20,6 +20,7 @@ from .clicks import SIGMA_MM, Click, click_maps
 __all__ = ["EXTRA_CHANNELS", "correction_channels", "lesion_box"]
 
 EXTRA_CHANNELS = ("mask", "include", "exclude")
+MAXIMUM_MM = 160.0      # the largest box side: a 400 ml GTV (9 cm across) with its margins fits
 
 
 def correction_channels(mask: np.ndarray, clicks: Sequence[Click], spacing: Sequence[float],
@@ -38,7 +39,9 @@ def lesion_box(shape: Sequence[int], spacing: Sequence[float], mask: np.ndarray,
     grown by ``margin_mm`` and to at least ``minimum_mm`` per axis (kept inside the grid).
 
     A part of the mask (connected component) is concerned when a click or a drawn slice lies within ``margin_mm``
-    of its bounding box, or when nothing was clicked or drawn: a click on a lymph node leaves the primary alone."""
+    of its bounding box, or when nothing was clicked or drawn: a click on a lymph node leaves the primary alone.
+    No side exceeds ``MAXIMUM_MM`` when there are clicks: a larger box is centred on the latest click, so a click on
+    a spurious region spanning the chest (a poor prediction) costs what a click on a tumour costs."""
     points = [np.asarray(c.index, float) for c in clicks]
     fixed = np.flatnonzero((drawn[0] | drawn[1]).any(axis=(1, 2))) if drawn is not None else np.array([], int)
     if drawn is not None and drawn[0].any():                 # what the user drew, not the emptied rest of a slice
@@ -57,6 +60,12 @@ def lesion_box(shape: Sequence[int], spacing: Sequence[float], mask: np.ndarray,
     low, high = low - margin, high + margin
     shortfall = np.maximum(np.ceil(np.asarray(minimum_mm, float) / spacing) - (high - low + 1), 0)
     low, high = low - np.floor(shortfall / 2), high + np.ceil(shortfall / 2)
+    if clicks:                 # a click on a huge region corrects its neighbourhood, not the whole region
+        largest = np.floor(MAXIMUM_MM / spacing)
+        centre = np.asarray(clicks[-1].index, float)
+        too_big = high - low + 1 > largest
+        low = np.where(too_big, np.clip(centre - largest / 2, low, high - largest + 1), low)
+        high = np.where(too_big, low + largest - 1, high)
     box = []
     for lo, hi, n in zip(low, high, shape):
         lo, hi = int(np.floor(lo)), int(np.ceil(hi)) + 1

@@ -1,0 +1,216 @@
+"""Click-correction benchmark (docs/correction.md): Dice after 1, 3, 5 and 10 simulated clicks, NoC@85 and NoC@90,
+against the non-AI Grow-from-seeds baseline given the same clicks, and the latency a clinician feels.
+
+Every lung CT is corrected by the correction model of the fold that held it out (``scripts/correction_models.sh``),
+from three starting points:
+
+- (a) propagation: a follow-up simulated from the real CT (``propagation.simulate``: deformation, breathing,
+  rigid motion, tumour volume x0.5-1.5), the prior GTV registered onto it (registration only, the default
+  ``propagate`` settings); the reference is the simulated follow-up's GTV;
+- (b) prediction: the segmentation model's prediction for that patient from a model that did not see it (the
+  lung preview model's leave-one-out folds: ``scripts/train_lung_preview.sh WORK folds``), with ``--predictions``;
+- (c) click: an empty mask; the first click goes into the tumour.
+
+The simulated user (``correction.session``) always clicks the deepest point of the largest error; the baseline
+(``correction.region_growing``) gets the same kind of clicks from its own errors. Latency: the wall time of each
+correction (lesion box, resampling, network, back onto the CT's grid) on the full-size CT with ``--threads`` CPU
+threads, p50 / p95 over every click, and the start-up of ``diffumamba serve --stdio`` to its ready line (median of 3).
+``--large`` adds a latency case: LUNG1-001's follow-up with its GTV grown x2.5 (about 400 ml).
+
+    python bench/correct.py --dataset WORK/raw/Dataset102_LungGTV --models WORK/correction \\
+        --predictions LUNG_PREVIEW_WORK/heldout --large
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTED = (1, 3, 5, 10)
+
+
+def fold_of(dataset: Path) -> dict[str, int]:
+    """case -> the fold whose validation set holds it (splits_final.json beside dataset.json)."""
+    splits = json.loads((dataset / "splits_final.json").read_text())
+    return {case: k for k, split in enumerate(splits) for case in split["val"]}
+
+
+def read_case(dataset: Path, case: str):
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(next((dataset / "imagesTr").glob(f"{case}_0000.*"))))
+    label = sitk.ReadImage(str(next((dataset / "labelsTr").glob(f"{case}.*")))) > 0
+    return image, sitk.Cast(label, sitk.sitkUInt8)
+
+
+def propagation_start(image, label, seed: int, volume_change=(0.5, 1.5)):
+    """(follow-up image, its true GTV, the registered prior GTV) for a follow-up simulated from ``image``."""
+    import SimpleITK as sitk
+
+    from diffumamba.propagation.pipeline import propagate
+    from diffumamba.propagation.simulate import SimulationSettings, simulate_followup
+
+    followup = simulate_followup(image, label, SimulationSettings(volume_change=volume_change), seed)
+    result = propagate(followup.image, image, sitk.GetArrayFromImage(label) > 0, check_quality=False)
+    return followup.image, sitk.GetArrayFromImage(followup.mask) > 0, result.warped_prior > 0
+
+
+def session(correct, reference, start, spacing, clicks: int):
+    """(Dice after 0..clicks clicks, seconds of each correction)."""
+    from diffumamba.correction.session import simulate_session
+
+    seconds = []
+
+    def timed(mask, given):
+        started = time.perf_counter()
+        out = correct(mask, given)
+        seconds.append(time.perf_counter() - started)
+        return out
+
+    return simulate_session(timed, reference, start, spacing, clicks), seconds
+
+
+def worker_start_seconds(checkpoint: Path, threads: int, rounds: int = 3) -> float:
+    """Median seconds from starting ``diffumamba serve --stdio`` to its ready line."""
+    import os
+
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        worker = subprocess.Popen([sys.executable, "-m", "diffumamba", "serve", "--stdio", "--model", str(checkpoint),
+                                   "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        ready = json.loads(worker.stdout.readline())
+        times.append(time.perf_counter() - started)
+        worker.communicate('{"command": "quit"}\n', timeout=60)
+        assert ready.get("ready"), ready
+    return statistics.median(times)
+
+
+def summarise(rows: list[dict], method: str, start: str) -> dict:
+    from diffumamba.correction.session import clicks_to_reach
+
+    chosen = [r for r in rows if r["method"] == method and r["start"] == start]
+    out = {"cases": len(chosen), "dice0": statistics.mean(r["dice"][0] for r in chosen)}
+    for k in REPORTED:
+        out[f"dice{k}"] = statistics.mean(r["dice"][min(k, len(r["dice"]) - 1)] for r in chosen)
+    for target in (0.85, 0.90):
+        counts = [clicks_to_reach(r["dice"], target) for r in chosen]
+        out[f"noc{int(target * 100)}"] = statistics.mean(counts)
+        out[f"failed{int(target * 100)}"] = sum(max(r["dice"]) < target for r in chosen)
+    return out
+
+
+def table(rows: list[dict], latency: list[float], large: dict | None, startup: float, args) -> str:
+    lines = [f"# Click correction ({time.strftime('%Y-%m-%d')}, `python bench/correct.py` "
+             f"{' '.join(sys.argv[1:])})", "",
+             f"Mean over {len({r['case'] for r in rows})} lung CTs, each corrected by the model of the fold that held it "
+             f"out; {args.clicks} simulated clicks; NoC@X counts {args.clicks} when X is never reached (failed: how "
+             "many cases never reach it).", "",
+             "| start | method | Dice 0 | 1 click | 3 | 5 | 10 | NoC@85 | NoC@90 | failed @85 / @90 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for start in dict.fromkeys(r["start"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            s = summarise(rows, method, start)
+            lines.append(f"| {start} | {method} | {s['dice0']:.3f} | " + " | ".join(f"{s[f'dice{k}']:.3f}"
+                         for k in REPORTED) + f" | {s['noc85']:.1f} | {s['noc90']:.1f} | "
+                         f"{s['failed85']} / {s['failed90']} |")
+    lines += ["", "Per case (Dice after 0 / 1 / 3 / 5 / 10 clicks, GTV ml):", ""]
+    for r in rows:
+        lines.append(f"- {r['case']}, {r['start']}, {r['method']} ({r['gtv_ml']:.1f} ml): " +
+                     " / ".join(f"{r['dice'][min(k, len(r['dice']) - 1)]:.3f}" for k in (0, *REPORTED)))
+    lines += ["", f"Latency of one correction with the model ({args.threads} CPU threads, full-size CT, every click of "
+              f"every case): p50 {np.percentile(latency, 50):.2f} s, p95 {np.percentile(latency, 95):.2f} s, "
+              f"max {max(latency):.2f} s over {len(latency)} clicks. Worker start-up to ready: {startup:.2f} s "
+              "(median of 3)."]
+    if large:
+        lines.append(f"Large GTV ({large['gtv_ml']:.0f} ml, LUNG1-001 grown x2.5): p50 "
+                     f"{np.percentile(large['seconds'], 50):.2f} s, p95 {np.percentile(large['seconds'], 95):.2f} s "
+                     f"over {len(large['seconds'])} clicks.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="the lung dataset (with splits_final.json)")
+    parser.add_argument("--models", type=Path, required=True, help="folder with foldK/last.safetensors")
+    parser.add_argument("--predictions", type=Path, help="held-out segmentation predictions CASE.nii.gz (start b)")
+    parser.add_argument("--clicks", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", nargs="+", help="only these cases")
+    parser.add_argument("--large", action="store_true", help="also time a ~400 ml GTV")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "correct.md")
+    args = parser.parse_args(argv)
+
+    import SimpleITK as sitk
+    import torch
+
+    from diffumamba.correction.region_growing import GrowFromSeeds
+    from diffumamba.inference.models import load_ensemble
+    from diffumamba.correction.corrector import Corrector
+
+    torch.set_num_threads(args.threads)
+    folds = fold_of(args.dataset)
+    rows, latency, large = [], [], None
+    for case, fold in sorted(folds.items()):
+        checkpoint = args.models / f"fold{fold}" / "last.safetensors"
+        if (args.cases and case not in args.cases) or not checkpoint.exists():
+            print(f"{case}: skipped ({'not chosen' if args.cases and case not in args.cases else f'no {checkpoint}'})")
+            continue
+        ensemble = load_ensemble([checkpoint], "cpu")
+        corrector = Corrector(ensemble.networks, ensemble.plan, "cpu")
+        corrector.warm_up()                          # as the worker does before it says it is ready
+        image, label = read_case(args.dataset, case)
+        starts = {"(c) click": (image, sitk.GetArrayFromImage(label) > 0, None)}
+        if args.predictions and (args.predictions / f"{case}.nii.gz").exists():
+            predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(args.predictions / f"{case}.nii.gz"))) > 0
+            starts["(b) prediction"] = (image, starts["(c) click"][1], predicted)
+        followup, truth, warped = propagation_start(image, label, args.seed)
+        starts["(a) propagation"] = (followup, truth, warped)
+        for start_name in ("(a) propagation", "(b) prediction", "(c) click"):
+            if start_name not in starts:
+                continue
+            scan, reference, start = starts[start_name]
+            array = sitk.GetArrayFromImage(scan).astype(np.float32)
+            spacing = tuple(reversed(scan.GetSpacing()))
+            start = np.zeros(reference.shape, bool) if start is None else start
+            methods = {"model": lambda mask, clicks: corrector.correct(array[None], spacing, mask, clicks),
+                       "grow from seeds": GrowFromSeeds(array, spacing, start=start).correct}
+            for method, correct in methods.items():
+                dice, seconds = session(correct, reference, start, spacing, args.clicks)
+                if method == "model":
+                    latency += seconds
+                rows.append({"case": case, "fold": fold, "start": start_name, "method": method, "dice": dice,
+                             "seconds": seconds, "gtv_ml": float(reference.sum() * np.prod(spacing) / 1000)})
+                print(f"{case} {start_name} {method}: " + " ".join(f"{d:.3f}" for d in dice), flush=True)
+        if args.large and case == "nsclc_radiomics_lung1_001":
+            followup, truth, warped = propagation_start(image, label, args.seed, volume_change=(2.5, 2.5))
+            array = sitk.GetArrayFromImage(followup).astype(np.float32)
+            spacing = tuple(reversed(followup.GetSpacing()))
+            dice, seconds = session(lambda mask, clicks: corrector.correct(array[None], spacing, mask, clicks),
+                                    truth, warped, spacing, 5)
+            large = {"gtv_ml": float(truth.sum() * np.prod(spacing) / 1000), "seconds": seconds, "dice": dice}
+    if not rows:
+        raise SystemExit("no case had a model: train them with scripts/correction_models.sh")
+    any_checkpoint = next(args.models.glob("fold*/last.safetensors"))
+    startup = worker_start_seconds(any_checkpoint, args.threads)
+    report = table(rows, latency, large, startup, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "latency": latency, "large": large,
+                                                         "startup": startup}, indent=1))
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
