@@ -78,6 +78,25 @@ def session(correct, reference, start, spacing, clicks: int):
     return simulate_session(timed, reference, start, spacing, clicks), seconds
 
 
+def slice_to_volume(case: str, fold: int, image, reference, corrector) -> dict:
+    """The GTV from two slices drawn by hand (the reference's at a third and two thirds of its extent), no click."""
+    import SimpleITK as sitk
+
+    from diffumamba.correction.request import drawn_slices
+    from diffumamba.evaluation.metrics import dice
+
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    spacing = tuple(reversed(image.GetSpacing()))
+    slices = np.flatnonzero(reference.any(axis=(1, 2)))
+    fixed = sorted({int(slices[len(slices) // 3]), int(slices[2 * len(slices) // 3])})
+    drawn = drawn_slices(reference, fixed, case)
+    started = time.perf_counter()
+    out = corrector.correct(array[None], spacing, np.zeros_like(reference), [], drawn)
+    seconds = time.perf_counter() - started
+    return {"case": case, "fold": fold, "start": "two drawn slices", "method": "model", "dice": [dice(out, reference)],
+            "seconds": [seconds], "gtv_ml": float(reference.sum() * np.prod(spacing) / 1000), "fixed": fixed}
+
+
 def worker_start_seconds(checkpoint: Path, threads: int, rounds: int = 3) -> float:
     """Median seconds from starting ``diffumamba serve --stdio`` to its ready line."""
     import os
@@ -117,6 +136,8 @@ def table(rows: list[dict], latency: list[float], large: dict | None, startup: f
              "many cases never reach it).", "",
              "| start | method | Dice 0 | 1 click | 3 | 5 | 10 | NoC@85 | NoC@90 | failed @85 / @90 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    drawn = [r for r in rows if r["start"] == "two drawn slices"]
+    rows = [r for r in rows if r["start"] != "two drawn slices"]
     for start in dict.fromkeys(r["start"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows):
             s = summarise(rows, method, start)
@@ -127,6 +148,10 @@ def table(rows: list[dict], latency: list[float], large: dict | None, startup: f
     for r in rows:
         lines.append(f"- {r['case']}, {r['start']}, {r['method']} ({r['gtv_ml']:.1f} ml): " +
                      " / ".join(f"{r['dice'][min(k, len(r['dice']) - 1)]:.3f}" for k in (0, *REPORTED)))
+    if drawn:
+        lines += ["", "Slice-to-volume (an empty mask and two of the reference's slices drawn, no click): Dice " +
+                  ", ".join(f"{r['case']} {r['dice'][0]:.3f}" for r in drawn) +
+                  f"; mean {statistics.mean(r['dice'][0] for r in drawn):.3f}."]
     lines += ["", f"Latency of one correction with the model ({args.threads} CPU threads, full-size CT, every click of "
               f"every case): p50 {np.percentile(latency, 50):.2f} s, p95 {np.percentile(latency, 95):.2f} s, "
               f"max {max(latency):.2f} s over {len(latency)} clicks. Worker start-up to ready: {startup:.2f} s "
@@ -192,6 +217,8 @@ def main(argv=None) -> int:
                 rows.append({"case": case, "fold": fold, "start": start_name, "method": method, "dice": dice,
                              "seconds": seconds, "gtv_ml": float(reference.sum() * np.prod(spacing) / 1000)})
                 print(f"{case} {start_name} {method}: " + " ".join(f"{d:.3f}" for d in dice), flush=True)
+        rows.append(slice_to_volume(case, fold, image, starts["(c) click"][1], corrector))
+        print(f"{case} slice-to-volume: {rows[-1]['dice'][0]:.3f}", flush=True)
         if args.large and case == "nsclc_radiomics_lung1_001":
             followup, truth, warped = propagation_start(image, label, args.seed, volume_change=(2.5, 2.5))
             array = sitk.GetArrayFromImage(followup).astype(np.float32)

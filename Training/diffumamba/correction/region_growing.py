@@ -11,6 +11,9 @@ session's start each time (seeds persist, the grown result is a preview, as in S
 - background: the box's border, a ball at every exclude click, and (when the session started from a mask) whatever
   lies farther than ``reach_mm`` from both that mask and the include clicks;
 - a click overrides the opposite seeds within ``reach_mm`` of it, as a user repaints seeds around a correction.
+
+The grown result replaces the mask within ``local_mm`` of the clicks only: a user accepts Grow from seeds where
+they corrected and keeps the rest of a good contour (a propagated GTV is not redrawn by its first click).
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ class GrowFromSeeds:
 
     def __init__(self, image: np.ndarray, spacing: Sequence[float], start: Optional[np.ndarray] = None,
                  margin_mm: float = 20.0, minimum_mm: Sequence[float] = (96.0, 96.0, 96.0),
-                 seed_radius_mm: float = 3.0, reach_mm: float = 10.0):
+                 seed_radius_mm: float = 3.0, reach_mm: float = 10.0, local_mm: float = 20.0):
         self.image, self.spacing = image.astype(np.float32), tuple(float(s) for s in spacing)
         self.start = np.zeros(image.shape, bool) if start is None else start.astype(bool)
         self.margin_mm, self.minimum_mm = margin_mm, minimum_mm
-        self.seed_radius_mm, self.reach_mm = seed_radius_mm, reach_mm
+        self.seed_radius_mm, self.reach_mm, self.local_mm = seed_radius_mm, reach_mm, local_mm
 
     def correct(self, mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
         from skimage.graph import MCP_Geometric
@@ -58,14 +61,15 @@ class GrowFromSeeds:
         border = np.ones(current.shape, bool)
         border[tuple(slice(1, -1) for _ in current.shape)] = False
         background |= border & ~tumour
+        local_region = self._near(local, current.shape, self.local_mm)
         if not tumour.any():
-            return self._paste(mask, box, np.zeros_like(current))
+            return self._paste(mask, box, mask[box].astype(bool) & ~local_region)
         # intensity differences crossed, at about one in-plane voxel of scale (noise is not an edge)
         gradient = ndimage.gaussian_gradient_magnitude(image, min(self.spacing) / np.asarray(self.spacing))
         costs = gradient / max(float(np.percentile(gradient, 95)), 1e-6) + 1e-3
         to_tumour = MCP_Geometric(costs, sampling=self.spacing).find_costs(np.argwhere(tumour))[0]
         to_background = MCP_Geometric(costs, sampling=self.spacing).find_costs(np.argwhere(background))[0]
-        return self._paste(mask, box, to_tumour < to_background)
+        return self._paste(mask, box, np.where(local_region, to_tumour < to_background, mask[box].astype(bool)))
 
     def _near(self, clicks: Sequence[Click], shape, radius_mm: float) -> np.ndarray:
         out = np.zeros(shape, bool)
