@@ -95,6 +95,14 @@ def test_a_segmentation_checkpoint_is_not_a_correction_model(model, tmp_path, ca
         capsys.readouterr().err
 
 
+def test_predict_refuses_a_correction_model(model, tmp_path, capsys):
+    checkpoint, phantoms = model
+    assert main(["predict", str(phantoms / "imagesTr" / "c0_0000.nii.gz"), "--model", str(checkpoint), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "is a click-correction model; run it with 'diffumamba correct'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_worker_answers_line_by_line_and_survives_bad_requests(model, tmp_path):
     checkpoint, phantoms = model
     point, _ = tumour_point(phantoms)

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_overlap(args.overlap)                      # before loading any checkpoint
     ensemble = load_ensemble(args.model, args.device)
+    if ensemble.plan.get("task") == "correction":
+        raise ValueError(f"{args.model[0].name} is a click-correction model; run it with 'diffumamba correct' or "
+                         "'diffumamba serve' (docs/correction.md)")
     if len(ensemble.plan["channel_names"]) != 1:
         raise ValueError(f"the model takes {len(ensemble.plan['channel_names'])} input channels; predict segments "
                          "single-channel images (propagation models are run by 'diffumamba propagate')")
