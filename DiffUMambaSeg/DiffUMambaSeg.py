@@ -2,7 +2,8 @@
 
 A thin client of the ``diffumamba`` command line shipped with the extension: this file wires Slicer to
 ``DiffUMambaSegLib`` (``logic``: runs in a subprocess; ``panel``: the buttons; ``editor``: the embedded Segment
-Editor; ``self_test``: the in-Slicer test), which holds everything else.
+Editor; ``correction_panel``: corrections with include/exclude clicks; ``self_test``: the in-Slicer test), which
+holds everything else.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import qt
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -19,6 +21,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from DiffUMambaSegLib import environment, install, logic, rt_study_export
+from DiffUMambaSegLib.correction_panel import CorrectionPanel
 from DiffUMambaSegLib.editor import EmbeddedEditor
 from DiffUMambaSegLib.panel import Panel
 
@@ -58,13 +61,16 @@ class DiffUMambaSegParameterNode:
     outputSegmentation: slicer.vtkMRMLSegmentationNode
     exportFormat: Annotated[str, Choice(list(logic.EXPORT_FORMATS))] = "seg.nrrd"
     exportFolder: Path
+    correctionModelPath: Path                # a checkpoint or package trained with train --task correction
+    includePoints: slicer.vtkMRMLMarkupsFiducialNode
+    excludePoints: slicer.vtkMRMLMarkupsFiducialNode
 
 
 class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = self.panel = self.editor = self._parameterNode = self._guiTag = None
+        self.logic = self.panel = self.editor = self.correction = self._parameterNode = self._guiTag = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -74,7 +80,9 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor = EmbeddedEditor(self.ui.segmentEditorWidget, slicer.mrmlScene)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiffUMambaSegLogic()
-        self.panel = Panel(self.ui, self.logic, self.editor, None, MODULE_DIR / "Resources" / "Models.json")
+        self.correction = CorrectionPanel(self.ui, self.logic.correction, self.editor, qt.QTimer(), slicer.mrmlScene)
+        self.panel = Panel(self.ui, self.logic, self.editor, None, MODULE_DIR / "Resources" / "Models.json",
+                           onResult=self.correction.restart)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -83,6 +91,7 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.panel is not None:
             self.panel.cancel()
             self.panel.timer.stop()
+            self.correction.stop()
             self.editor.exit()
             self.setParameterNode(None)
         self.removeObservers()
@@ -92,10 +101,12 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.enter()
 
     def exit(self) -> None:
+        self.correction.exit()
         self.editor.exit()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.panel.cancel()
+        self.correction.stop()
         self.editor.sceneStartClose()
         self.setParameterNode(None)
 
@@ -112,6 +123,7 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.disconnectGui(self._guiTag)
         self._parameterNode, self._guiTag = parameterNode, None
         self.panel.setParameters(parameterNode)
+        self.correction.setParameters(parameterNode)
         if parameterNode is not None:
             self._guiTag = parameterNode.connectGui(self.ui)
 

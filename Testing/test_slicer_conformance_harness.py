@@ -258,3 +258,45 @@ def test_close_scene_reload_cleanup_settings_dialogs_timers(tiny, tmp_path):
     assert not hasattr(slicer, "app") and "slicer.util" not in sys.modules or \
         not Path(sys.modules["slicer.util"].__file__).resolve().is_relative_to(reference_dir())
     assert "qt" not in sys.modules and "Tiny" not in sys.modules
+
+
+def test_markups_place_widget_and_a_click_in_a_view_use_the_real_interaction_node(tiny, tmp_path):
+    """The place widget switches the real interaction / selection nodes into (persistent) place mode for its point
+    list, a click then defines a point there (PointPositionDefinedEvent after a preview point), a single-point place
+    mode ends after one click, and a click outside place mode places nothing."""
+    with SlicerSession(module_dir=tiny, work=tmp_path / "work") as session:
+        import slicer
+        widget = slicer.qSlicerMarkupsPlaceWidget()
+        widget.setMRMLScene(session.scene)
+        points = session.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "points")
+        widget.setCurrentNode(points)
+        with pytest.raises(RuntimeError, match="not in place mode"):
+            session.place_point([1.0, 2.0, 3.0])
+        modes = []
+        widget.activeMarkupsPlaceModeChanged.connect(modes.append)
+        widget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
+        widget.setPlaceModeEnabled(True)
+        interaction = session.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        selection = session.scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        assert modes == [True] and widget.placeModeEnabled and widget.placeModePersistency
+        assert interaction.GetCurrentInteractionMode() == interaction.Place
+        assert selection.GetActivePlaceNodeID() == points.GetID()
+        events = []
+        points.AddObserver(points.PointPositionDefinedEvent, lambda caller, event: events.append(
+            [caller.GetNthControlPointPositionStatus(i) for i in range(caller.GetNumberOfControlPoints())]))
+        session.place_point([1.0, 2.0, 3.0])
+        session.place_point([4.0, 5.0, 6.0])
+        position = [0.0, 0.0, 0.0]
+        points.GetNthControlPointPositionWorld(1, position)
+        assert points.GetNumberOfControlPoints() == 2 and position == [4.0, 5.0, 6.0]
+        assert events[-1] == [points.PositionDefined] * 2 and widget.placeModeEnabled
+        widget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
+        widget.setPlaceModeEnabled(True)
+        session.place_point([7.0, 8.0, 9.0])
+        assert not widget.placeModeEnabled and interaction.GetCurrentInteractionMode() == interaction.ViewTransform
+        with pytest.raises(RuntimeError, match="not in place mode"):
+            session.place_point([7.0, 8.0, 9.0])
+        widget.deleteLastPoint()
+        assert points.GetNumberOfControlPoints() == 2
+        with pytest.raises(AttributeError, match="placePoint"):
+            widget.placePoint([1, 2, 3])

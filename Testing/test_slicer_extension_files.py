@@ -104,8 +104,9 @@ def module_tree():
 
 def test_the_widget_uses_only_widgets_of_the_ui():
     widgets, _ = ui_names()
-    panel = ast.parse((MODULE / "DiffUMambaSegLib" / "panel.py").read_text())
-    used = {node.attr for tree in (module_tree(), panel) for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+    panels = [ast.parse((MODULE / "DiffUMambaSegLib" / name).read_text())
+              for name in ("panel.py", "correction_panel.py")]
+    used = {node.attr for tree in (module_tree(), *panels) for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and (isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
                  or isinstance(node.value, ast.Name) and node.value.id == "ui")}
     assert used and used <= widgets, used - widgets

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from . import scene as scene_io
 
 __all__ = ["Job", "prepare_segmentation", "finish_segmentation", "prepare_propagation", "finish_propagation",
-           "prepare_dicom_export", "load_uncertainty", "gtv_segments", "diffumamba_command"]
+           "prepare_dicom_export", "load_uncertainty", "gtv_segments", "diffumamba_command", "serve_command"]
 
 
 @dataclass
@@ -33,6 +33,11 @@ class Job:
 def diffumamba_command(python: Optional[str] = None) -> list[str]:
     """How to call the command line: ``PythonSlicer -m diffumamba`` in Slicer, this Python elsewhere."""
     return [python or sys.executable, "-m", "diffumamba"]
+
+
+def serve_command(model: Path, device: str = "auto", python: Optional[str] = None) -> list[str]:
+    """The persistent correction worker: loads ``model`` once, then one JSON request per line on stdin."""
+    return [*diffumamba_command(python), "serve", "--stdio", "--model", str(model), "--device", device]
 
 
 def prepare_segmentation(volume_node, models: Sequence[Path], work: Path, device: str = "auto",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
-from . import flows, result_writer, rt_study_export
+from . import correction, flows, result_writer, rt_study_export
 from . import scene as scene_io
 from .environment import subprocess_environment
 from .runner import CommandRunner, Progress, RunResult
@@ -59,6 +59,8 @@ class ModuleLogic:
     def __init__(self, services: Services):
         super().__init__()      # cooperative: the module's logic also derives from ScriptedLoadableModuleLogic
         self.services = services
+        self.correction = correction.ClickCorrection(services.scene, correction.serve_worker(services),
+                                                     services.ensure_dependencies)
         self.runner: Optional[CommandRunner] = None
         self.job: Optional[flows.Job] = None
         self.kind = ""

@@ -9,7 +9,7 @@ button must never cancel the current one). Every scene change happens in ``_fini
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import qt
 import slicer
@@ -34,8 +34,10 @@ def _(text: str) -> str:
 
 
 class Panel:
-    def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[ModelCache] = None):
+    def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[ModelCache] = None,
+                 onResult: Callable[[], None] = lambda: None):
         self.ui, self.logic, self.editor, self.parameters = ui, logic, editor, parameters
+        self.onResult = onResult          # a new GTV is in the editor (the click corrections start afresh)
         self.cache = cache or ModelCache()
         self.entries, problem = [], ""
         try:
@@ -207,6 +209,7 @@ class Panel:
             self.parameters.outputSegmentation = outcome.segmentation
             self.editor.show(outcome.segmentation, self.logic.referenceVolume or outcome.segmentation.GetNodeReference(
                 outcome.segmentation.GetReferenceImageGeometryReferenceRole()))
+            self.onResult()
         if outcome.uncertainty is not None:
             slicer.util.setSliceViewerLayers(foreground=outcome.uncertainty, foregroundOpacity=0.4)
         if outcome.report:

@@ -5,7 +5,8 @@ command runs outside Slicer, and cancelling is a kill. The command reports progr
 line on stderr (``--progress json``); two reader threads queue the child's lines and the GUI drains them
 with ``poll()`` from a timer, so no Qt is needed here and the class is tested without Slicer. ``cancel()``
 kills the whole process tree (the child is started in its own process group / session), because killing
-the launcher alone can leave the real Python process running.
+the launcher alone can leave the real Python process running. The reader threads (``start_line_readers``) and
+the tree kill (``stop_process_tree``) are shared with the persistent correction worker (``correction_worker``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-__all__ = ["Progress", "parse_progress", "CommandRunner", "RunResult", "process_options"]
+__all__ = ["Progress", "parse_progress", "CommandRunner", "RunResult", "process_options", "start_line_readers",
+           "stop_process_tree", "poll_until"]
 
 # Windows constants (subprocess defines them only on Windows): PythonSlicer.exe and taskkill are console
 # programs, so without these every run and every cancel would flash a console window.
@@ -105,15 +107,7 @@ class CommandRunner:
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         encoding="utf-8", errors="replace", bufsize=1, env=self.env,
                                         cwd=self.cwd, **process_options())
-        for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
-            reader = threading.Thread(target=self._read, args=(name, stream), daemon=True)
-            reader.start()
-            self._readers.append(reader)
-
-    def _read(self, name: str, stream) -> None:
-        for line in stream:
-            self._lines.put((name, line.rstrip("\n")))
-        self._lines.put((name, None))
+        self._readers = start_line_readers(self.process, self._lines)
 
     def poll(self) -> Optional[RunResult]:
         """Hand the lines read so far to the callbacks; the result once the process ended and all is read."""
@@ -148,17 +142,46 @@ class CommandRunner:
         if self.process is None or self.process.poll() is not None:
             return
         self._cancelled = True
-        if sys.platform == "win32":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], capture_output=True,
-                           startupinfo=process_options()["startupinfo"], creationflags=CREATE_NO_WINDOW)
-            self.process.wait()
-            return
-        group = os.getpgid(self.process.pid)
-        _signal_group(group, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):   # still running after the grace: killed below
-            self.process.wait(grace_seconds)
-        _signal_group(group, signal.SIGKILL)   # grandchildren that ignored SIGTERM, or outlived the child
-        self.process.wait()
+        stop_process_tree(self.process, grace_seconds)
+
+
+def start_line_readers(process: subprocess.Popen, lines: "queue.Queue[tuple[str, Optional[str]]]"
+                       ) -> list[threading.Thread]:
+    """One daemon thread per output stream of ``process`` putting ``(stream name, line)`` on ``lines`` and
+    ``(name, None)`` at its end, so the GUI thread only ever takes from the queue and never blocks on a read."""
+    readers = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(process, name)
+        if stream is None:
+            continue
+        reader = threading.Thread(target=_read, args=(name, stream, lines), daemon=True)
+        reader.start()
+        readers.append(reader)
+    return readers
+
+
+def _read(name: str, stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put((name, line.rstrip("\n")))
+    lines.put((name, None))
+
+
+def stop_process_tree(process: subprocess.Popen, grace_seconds: float = 3.0) -> None:
+    """Stop ``process`` (started with ``process_options``) and everything it started: terminate its group, kill
+    what is left after the grace (Windows: ``taskkill /T``)."""
+    if process.poll() is not None:
+        return
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True,
+                       startupinfo=process_options()["startupinfo"], creationflags=CREATE_NO_WINDOW)
+        process.wait()
+        return
+    group = os.getpgid(process.pid)
+    _signal_group(group, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):   # still running after the grace: killed below
+        process.wait(grace_seconds)
+    _signal_group(group, signal.SIGKILL)   # grandchildren that ignored SIGTERM, or outlived the child
+    process.wait()
 
 
 def poll_until(poll: Callable[[], Optional[object]], timeout: Optional[float], interval: float, late: str):

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "empty_segment", "place_beside", "write_volume", "write_segmentation", "read_volume", "import_gtv", "segment_array",
-           "export_labelmap"]
+           "export_labelmap", "scratch_nodes"]
 
 GTV_COLOR = (1.0, 0.0, 0.0)
 # Slicer's terminology entry (context~category~type~type modifier~anatomic context~region~region modifier),
@@ -33,12 +33,13 @@ def _slicer():
     return slicer
 
 
-def write_volume(volume_node, path: Path) -> Path:
-    """Write a volume node to NIfTI/NRRD with its geometry (what the command line reads)."""
+def write_volume(volume_node, path: Path, compress: bool = True) -> Path:
+    """Write a volume node to NIfTI/NRRD with its geometry (what the command line reads); ``compress=False`` for
+    files written while the user waits (a click's mask: writing is then several times faster)."""
     slicer = _slicer()
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
-    storage.SetUseCompression(1)
+    storage.SetUseCompression(1 if compress else 0)
     if not storage.WriteData(volume_node):
         raise OSError(f"could not write volume {volume_node.GetName()} to {path}")
     return Path(path)
@@ -161,7 +162,7 @@ def segment_array(scene, segmentation, segment_name: str, reference_volume) -> n
     segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName(segment_name)
     if not segment_id:
         raise KeyError(f"no segment named {segment_name!r}")
-    with _scratch(scene):
+    with scratch_nodes(scene):
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         ids = _string_array([segment_id])
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap,
@@ -172,23 +173,23 @@ def segment_array(scene, segmentation, segment_name: str, reference_volume) -> n
         return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i).copy()
 
 
-def export_labelmap(scene, segmentation, reference_volume, path: Path, segment_names: Optional[Sequence[str]] = None
-                    ) -> Path:
+def export_labelmap(scene, segmentation, reference_volume, path: Path, segment_names: Optional[Sequence[str]] = None,
+                    compress: bool = True) -> Path:
     """Segments as a label map (1, 2, ... in segment order) on the reference volume's grid, NIfTI or NRRD."""
     slicer = _slicer()
     content = segmentation.GetSegmentation()
     names = segment_names or [content.GetNthSegment(n).GetName() for n in range(content.GetNumberOfSegments())]
     ids = _string_array([content.GetSegmentIdBySegmentName(n) for n in names])
-    with _scratch(scene):
+    with scratch_nodes(scene):
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap,
                                                                                      reference_volume):
             raise OSError("could not export the segmentation to a label map")
-        return write_volume(labelmap, path)
+        return write_volume(labelmap, path, compress)
 
 
 @contextmanager
-def _scratch(scene):
+def scratch_nodes(scene):
     """Remove every node added inside the block (temporary label maps and the colour tables made for them);
     the subject hierarchy, a scene singleton, stays."""
     before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}

@@ -9,8 +9,9 @@ class (slicer-core wheel), vtk.  Stand-ins (strict, API lists from PySide6 and t
         session.load_module("Name"); w = session.show_module("Name"); ...
 
 Files: qtapi.py (member lists), strict.py (PythonQt object model), widgets.py / ctkwidgets.py (Qt / CTK behaviour),
-mrmlwidgets.py (qMRML widgets on the real scene), uiloader.py (.ui files), application.py
-(slicer.app, event loop, settings, dialogs), session.py (assembly and module life cycle).
+mrmlwidgets.py (qMRML widgets on the real scene), markups.py (a click in a view in place mode: what the C++ markups
+widgets do to the real nodes), uiloader.py (.ui files), application.py (slicer.app, event loop, settings, dialogs),
+session.py (assembly and module life cycle).
 """
 
 from .qtapi import reference_dir

@@ -383,10 +383,23 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
 
 
 class qSlicerMarkupsPlaceWidget(qSlicerWidget):
+    """Slicer's markups place widget, kept (like the C++ widget) in the scene's REAL interaction and selection nodes:
+    place mode is the interaction node in Place mode with the widget's node as the selection node's active place
+    node; ``placeMultipleMarkups`` decides the persistence when place mode is switched on (ForcePlaceMultipleMarkups:
+    on, ForcePlaceSingleMarkup: off, otherwise as the interaction node has it).  Clicks in the views are
+    ``markups.place_point`` (the C++ markups widgets, not a Qt widget)."""
+
     _is_standin = True
     _api_source = ("header", "qSlicerMarkupsPlaceWidget")
+    _prop_defaults = {"enabled": True, "buttonsVisible": True, "placeMultipleMarkups": 0,
+                      "deleteAllControlPointsOptionVisible": True, "unsetLastControlPointOptionVisible": True,
+                      "unsetAllControlPointsOptionVisible": True}
 
     def setCurrentNode(self, node):
+        if node is not None and not node.IsA("vtkMRMLMarkupsNode"):
+            node = None                                   # the C++ slot takes vtkMRMLNode* and downcasts
+        if node is None and self._get_placeModeEnabled():
+            self.setPlaceModeEnabled(False)
         object.__setattr__(self, "_current", node)
 
     def currentNode(self):
@@ -394,3 +407,69 @@ class qSlicerMarkupsPlaceWidget(qSlicerWidget):
 
     def currentMarkupsNode(self):
         return self.currentNode()
+
+    def currentMarkupsFiducialNode(self):
+        node = self.currentNode()
+        return node if node is not None and node.IsA("vtkMRMLMarkupsFiducialNode") else None
+
+    def interactionNode(self):
+        scene = self.mrmlScene()
+        return scene.GetNodeByID("vtkMRMLInteractionNodeSingleton") if scene is not None else None
+
+    def selectionNode(self):
+        scene = self.mrmlScene()
+        return scene.GetNodeByID("vtkMRMLSelectionNodeSingleton") if scene is not None else None
+
+    def _get_currentNodeActive(self):
+        node, selection = self.currentNode(), self.selectionNode()
+        return node is not None and selection is not None and selection.GetActivePlaceNodeID() == node.GetID()
+
+    def setCurrentNodeActive(self, active):
+        node, selection = self.currentNode(), self.selectionNode()
+        if node is None or selection is None:
+            return
+        if active:
+            selection.SetReferenceActivePlaceNodeClassName(node.GetClassName())
+            selection.SetActivePlaceNodeID(node.GetID())
+        elif self._get_currentNodeActive():
+            selection.SetActivePlaceNodeID(None)
+
+    def _get_placeModeEnabled(self):
+        interaction = self.interactionNode()
+        return bool(self._get_currentNodeActive() and interaction is not None
+                    and interaction.GetCurrentInteractionMode() == interaction.Place)
+
+    def setPlaceModeEnabled(self, enable):
+        interaction = self.interactionNode()
+        if interaction is None or self.currentNode() is None:
+            return
+        if enable:
+            self.setCurrentNodeActive(True)
+            option = self._props["placeMultipleMarkups"]
+            if option == self._api().enums["ForcePlaceMultipleMarkups"]:
+                interaction.SetPlaceModePersistence(1)
+            elif option == self._api().enums["ForcePlaceSingleMarkup"]:
+                interaction.SetPlaceModePersistence(0)
+            interaction.SetCurrentInteractionMode(interaction.Place)
+        elif self._get_placeModeEnabled():
+            interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+        self._emit("activeMarkupsPlaceModeChanged", self._get_placeModeEnabled())
+
+    def _get_placeModePersistency(self):
+        interaction = self.interactionNode()
+        return bool(interaction is not None and interaction.GetPlaceModePersistence())
+
+    def setPlaceModePersistency(self, persistent):
+        interaction = self.interactionNode()
+        if interaction is not None:
+            interaction.SetPlaceModePersistence(1 if persistent else 0)
+
+    def deleteLastPoint(self):
+        node = self.currentNode()
+        if node is not None and node.GetNumberOfControlPoints():
+            node.RemoveNthControlPoint(node.GetNumberOfControlPoints() - 1)
+
+    def deleteAllPoints(self):
+        node = self.currentNode()
+        if node is not None:
+            node.RemoveAllControlPoints()

@@ -16,7 +16,7 @@ import time
 import types
 from pathlib import Path
 
-from . import application, ctkwidgets, mrmlwidgets, qtapi, uiloader, widgets
+from . import application, ctkwidgets, markups, mrmlwidgets, qtapi, uiloader, widgets
 from .strict import Hooks, StrictQObject
 
 
@@ -189,6 +189,11 @@ class SlicerSession:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"condition not met within {timeout_s} s")
             time.sleep(interval_s)
+
+    def place_point(self, ras):
+        """A click at ``ras`` (world mm) in a slice view: places a point when Slicer is in place mode
+        (``markups.place_point``); returns (markups node, control point index)."""
+        return markups.place_point(self.scene, ras)
 
     def load_module(self, name):
         mod = self._import_module_file(name)

@@ -1,0 +1,246 @@
+"""Correct a GTV with a few clicks, without Qt: one request to the persistent worker per click, its result into the
+same segment as one undo step.
+
+``request`` returns at once (it writes the segment as a mask file and one JSON line); ``poll`` (the panel's
+timer) applies the reply. One request is in flight at a time; what comes meanwhile is coalesced into one more
+request that reads the clicks when it is sent (the latest clicks win). Every request carries all clicks of the
+session, and the slices the user drew by hand ("Apply my slice edits": the slices where the segment differs from
+the worker's last result) stay fixed for the rest of the session. A request the worker refuses leaves the segment
+as it was and takes its new points back; a worker that died is started again by the next request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import correction_scene
+from . import scene as scene_io
+from .correction_worker import Worker, WorkerDied, WorkerFactory, serve_worker
+from .result_writer import fingerprint
+
+__all__ = ["Inputs", "ClickCorrection", "serve_worker", "describe"]
+
+
+@dataclass
+class Inputs:
+    """What a request is made of, read when it is sent."""
+    segmentation: object
+    segment_id: str
+    volume: object
+    clicks: list                       # correction_scene.Click
+    model: Optional[Path]
+    device: str = "auto"
+
+    def key(self) -> tuple:
+        return self.segmentation.GetID(), self.segment_id, self.volume.GetID()
+
+
+@dataclass
+class _Session:
+    key: tuple
+    baseline: np.ndarray               # the worker's last result (at first: the segment when the session began)
+    fixed: set = field(default_factory=set)
+    sent: list = field(default_factory=list)
+    applied: list = field(default_factory=list)
+
+
+@dataclass
+class _Request:
+    id: int
+    inputs: Inputs
+    clicks: list
+    fixed: list
+    fingerprint: str
+    output: Path
+
+
+def describe(reply: dict) -> str:
+    return (f"Applied: {reply.get('changed_voxels', 0)} voxels changed, GTV {float(reply.get('volume_ml', 0)):.1f} ml "
+            f"({reply.get('clicks', 0)} click(s), {len(reply.get('fixed_slices') or [])} fixed slice(s), "
+            f"{float(reply.get('seconds', 0)):.1f} s). Ctrl+Z in the Segment Editor undoes it.")
+
+
+class ClickCorrection:
+    def __init__(self, scene, start_worker: WorkerFactory, ensure_dependencies: Callable[[], bool] = lambda: True):
+        self.scene, self.start_worker, self.ensure_dependencies = scene, start_worker, ensure_dependencies
+        self.on_status: Callable[[str], None] = lambda text: None
+        self.worker: Optional[Worker] = None
+        self.worker_starts = 0
+        self.session: Optional[_Session] = None
+        self.inflight: Optional[_Request] = None
+        self.last_reply: dict = {}
+        self._worker_key: tuple = ()
+        self._pending: Optional[Callable[[], Inputs]] = None
+        self._pending_slices = False
+        self._ids = itertools.count(1)
+        self._work: Optional[tempfile.TemporaryDirectory] = None
+        self._images: dict = {}
+
+    @property
+    def busy(self) -> bool:
+        return self.inflight is not None
+
+    # --- requests --------------------------------------------------------------------------------------------
+    def request(self, read: Callable[[], Inputs], slice_edits: bool = False) -> bool:
+        """Send a correction of the current clicks (``slice_edits``: and of the slices edited since the last result),
+        or queue it behind the one in flight. Never waits; True while a reply is awaited (poll then)."""
+        if self.inflight is not None:
+            self._pending, self._pending_slices = read, self._pending_slices or slice_edits
+            return True
+        self._send(read(), slice_edits)
+        return self.inflight is not None
+
+    def _send(self, inputs: Inputs, slice_edits: bool) -> None:
+        if inputs.segmentation is None or inputs.volume is None or not inputs.segment_id:
+            raise ValueError("Segment or Propagate first: there is no GTV to correct.")
+        if inputs.model is None:
+            raise ValueError("Choose a correction model (a checkpoint trained with 'train --task correction').")
+        if not inputs.model.is_file():
+            raise FileNotFoundError(f"The correction model {inputs.model} does not exist: choose it again.")
+        session = self._session(inputs)
+        fixed = set(session.fixed)
+        if slice_edits:
+            edited = correction_scene.changed_slices(self._mask(inputs), session.baseline)
+            if not edited:
+                self.on_status("No slice differs from the last result: draw or erase on the slices to keep, then "
+                               "press Apply my slice edits.")
+                return
+            fixed |= set(edited)
+        elif inputs.clicks == session.sent or not inputs.clicks:
+            return                          # nothing new: a preview point, a repeated event, a removed point
+        worker = self._worker(inputs.model, inputs.device)
+        work = self._folder()
+        image = self._image(inputs.volume, work)
+        mask = correction_scene.write_mask(self.scene, inputs.segmentation, inputs.segment_id, inputs.volume,
+                                           work / "mask.nrrd")
+        output = work / "result.nrrd"
+        output.unlink(missing_ok=True)
+        request = _Request(next(self._ids), inputs, list(inputs.clicks), sorted(fixed),
+                           fingerprint(inputs.segmentation, inputs.segment_id), output)
+        try:
+            worker.send({"id": request.id, "command": "correct", "image": str(image), "mask": str(mask),
+                         "output": str(output), "coordinate_system": "RAS",
+                         "clicks": [click.request() for click in request.clicks], "fixed_slices": request.fixed})
+        except WorkerDied:
+            failure = self._drop_worker()
+            raise RuntimeError(f"The correction worker stopped: {failure}") from None
+        self.inflight, session.sent = request, request.clicks
+        self.on_status(f"Correcting ({len(request.clicks)} click(s), {len(request.fixed)} fixed slice(s))"
+                       + ("" if worker.ready else "; loading the correction model first") + " ...")
+
+    def _session(self, inputs: Inputs) -> _Session:
+        if self.session is None or self.session.key != inputs.key():
+            self.session = _Session(inputs.key(), self._mask(inputs))
+        return self.session
+
+    def _mask(self, inputs: Inputs) -> np.ndarray:
+        return correction_scene.segment_mask(self.scene, inputs.segmentation, inputs.segment_id, inputs.volume)
+
+    def _worker(self, model: Path, device: str) -> Worker:
+        key = (str(model), device)
+        if self.worker is not None and (self._worker_key != key or self.worker.returncode is not None):
+            self._drop_worker()
+        if self.worker is None:
+            if not self.ensure_dependencies():
+                raise RuntimeError("The correction worker cannot run without DiffUMambaSeg's Python packages.")
+            self.worker, self._worker_key = self.start_worker(model, device), key
+            self.worker_starts += 1
+        return self.worker
+
+    def _folder(self) -> Path:
+        if self._work is None:
+            self._work = tempfile.TemporaryDirectory(prefix="DiffUMambaSeg-correction-")
+        return Path(self._work.name)
+
+    def _image(self, volume, work: Path) -> Path:
+        """The volume as a file, written once per volume (again only if its voxels changed)."""
+        image = volume.GetImageData()
+        key = (volume.GetID(), image.GetMTime() if image is not None else 0)
+        path = self._images.get(key)
+        if path is None or not path.is_file():
+            path = scene_io.write_volume(volume, work / f"image-{len(self._images) + 1}.nrrd", compress=False)
+            self._images[key] = path
+        return path
+
+    # --- replies ---------------------------------------------------------------------------------------------
+    def poll(self, save_undo: Callable[[object], None] = lambda node: None) -> bool:
+        """Apply the reply when it has come; True while one is still awaited (the panel's timer keeps polling)."""
+        request = self.inflight
+        if request is None:
+            return False
+        reply = next((r for r in self.worker.replies() if r.get("id") == request.id), None)
+        if reply is None and not self.worker.ended:
+            return True
+        self.inflight = None
+        try:
+            if reply is None:
+                self._died(request)
+            else:
+                self._finish(request, reply, save_undo)
+            if self._pending is not None:
+                read, slices = self._pending, self._pending_slices
+                self._pending, self._pending_slices = None, False
+                self._send(read(), slices)
+        except (ValueError, OSError, RuntimeError, KeyError) as error:
+            self.on_status(f"Could not correct: {error}")
+        return self.inflight is not None
+
+    def _finish(self, request: _Request, reply: dict, save_undo: Callable[[object], None]) -> None:
+        session, inputs = self.session, request.inputs
+        if not reply.get("ok"):
+            taken_back = [click for click in request.clicks if session is None or click not in session.applied]
+            removed = correction_scene.remove_clicks(self.scene, taken_back)
+            if session is not None:
+                session.sent = list(session.applied)
+            self.on_status(f"Not applied: {reply.get('error', 'the worker refused the request')}"
+                           + (f" ({removed} new point(s) removed)" if removed else ""))
+            return
+        segment = inputs.segmentation.GetSegmentation().GetSegment(inputs.segment_id)
+        if session is None or session.key != inputs.key() or segment is None or \
+                fingerprint(inputs.segmentation, inputs.segment_id) != request.fingerprint:
+            self.on_status("The GTV changed while the correction ran: its result was not applied (your change stays).")
+            return
+        save_undo(inputs.segmentation)
+        correction_scene.replace_segment(self.scene, inputs.segmentation, inputs.segment_id, request.output)
+        session.baseline, session.applied, session.fixed = self._mask(inputs), request.clicks, set(request.fixed)
+        self.last_reply = reply
+        self.on_status(describe(reply))
+
+    def _died(self, request: _Request) -> None:
+        failure = self._drop_worker()
+        if self.session is not None:
+            self.session.sent = list(self.session.applied)
+        self.on_status(f"Not applied: the correction worker stopped: {failure}")
+
+    # --- life cycle ------------------------------------------------------------------------------------------
+    def _drop_worker(self) -> str:
+        worker, self.worker, self._worker_key = self.worker, None, ()
+        if worker is None:
+            return ""
+        worker.replies()                    # take what is left, so the failure names the command's error
+        failure = worker.failure() if worker.returncode is not None else ""
+        worker.stop()
+        return failure or f"exit status {worker.returncode}"
+
+    def restart(self, read: Optional[Callable[[], Inputs]] = None) -> None:
+        """A new session (a new AI result): forget clicks and fixed slices; the segment as it is now is the result
+        later slice edits are compared with."""
+        self.session, self._pending, self._pending_slices = None, None, False
+        inputs = read() if read is not None else None
+        if inputs is not None and None not in (inputs.segmentation, inputs.volume) and inputs.segment_id:
+            self.session = _Session(inputs.key(), self._mask(inputs))
+
+    def stop(self) -> None:
+        """Stop the worker and remove the session's files (module cleanup, scene close)."""
+        self.inflight, self._pending, self.session = None, None, None
+        self._drop_worker()
+        if self._work is not None:
+            self._work.cleanup()
+            self._work = None
+        self._images.clear()
