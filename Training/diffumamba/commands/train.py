@@ -78,6 +78,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-perturb", type=float, default=0.5, metavar="P",
                         help="propagation: probability of shifting, dilating or eroding the prior GTV channel of a "
                              "training patch, as registration and contouring errors do (default 0.5)")
+    correction = parser.add_argument_group("correction (with --task correction; see docs/correction.md)")
+    correction.add_argument("--correction-pseudo-objects", dest="correction__pseudo_objects", type=float,
+                            metavar="P", help="probability of replacing a patch's label by a region grown from a "
+                                              "random voxel, so the network follows clicks on any object (default 0)")
+    correction.add_argument("--correction-off-centre", dest="correction__off_centre", action="store_const",
+                            const=True, help="place the first click of an empty start anywhere in the tumour's inner "
+                                             "half, not at its centre")
     add_method_arguments(parser)
 
 

@@ -18,10 +18,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..correction.clicks import next_click
+from ..correction.clicks import Click, next_click
 from ..correction.corrector import keep_drawn
 from ..correction.network_input import correction_channels
 from .prior_augmentation import dilate, erode, shift
+from .pseudo_objects import inner_click_index, pseudo_object
 
 __all__ = ["ClickSimulation", "correction_batch"]
 
@@ -38,6 +39,8 @@ class ClickSimulation:
     max_radius: int = 3
     cut: float = 0.3             # remove the tumour beyond a random plane
     blob: float = 0.3            # add a spurious sphere
+    pseudo_objects: float = 0.0  # replace the label by a region grown from a random voxel (pseudo_objects.py)
+    off_centre: bool = False     # the first click of an empty start anywhere in the tumour's inner half
 
 
 def spoilt_reference(reference: np.ndarray, rng: np.random.Generator, settings: ClickSimulation) -> np.ndarray:
@@ -80,15 +83,25 @@ def _answer(network: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
 
 
 def correction_batch(images: torch.Tensor, labels: torch.Tensor, network: torch.nn.Module,
-                     rng: np.random.Generator, spacing: Sequence[float], settings: ClickSimulation) -> torch.Tensor:
-    """``images`` (B, C, *patch) on the network's device and ``labels`` (B, 1, *patch) -> (B, C + 3, *patch):
-    the image with mask, include and exclude channels after the simulated session."""
+                     rng: np.random.Generator, spacing: Sequence[float], settings: ClickSimulation
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` (B, C, *patch) on the network's device and ``labels`` (B, 1, *patch) -> the images with mask,
+    include and exclude channels after the simulated session (B, C + 3, *patch), and the labels to learn (the
+    given ones, or pseudo-objects where they replaced them)."""
     references = (labels[:, 0] > 0).cpu().numpy()
+    if settings.pseudo_objects:
+        for b in range(len(references)):
+            if rng.random() < settings.pseudo_objects:
+                found = pseudo_object(images[b, 0].cpu().numpy(), rng, spacing)
+                if found is not None:
+                    references[b] = found
     masks, clicks, drawn = [], [], []
     for reference in references:
         if rng.random() < settings.start_empty:
             masks.append(np.zeros_like(reference))
             first = next_click(masks[-1], reference, spacing)
+            if first is not None and settings.off_centre:
+                first = Click(inner_click_index(reference, rng, spacing), True)
             clicks.append([first] if first is not None else [])
         else:
             masks.append(spoilt_reference(reference, rng, settings))
@@ -107,5 +120,5 @@ def correction_batch(images: torch.Tensor, labels: torch.Tensor, network: torch.
             click = next_click(answer, reference, spacing)
             if click is not None:
                 clicks[b].append(click)
-    return assemble()
+    return assemble(), torch.from_numpy(references[:, None]).to(labels.device, labels.dtype)
 

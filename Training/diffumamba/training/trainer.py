@@ -346,8 +346,8 @@ class Trainer:
             from .click_simulation import ClickSimulation, correction_batch
 
             labels = (labels > 0).long()
-            images = correction_batch(images, labels, self.network, self._click_rng, self.grid_spacing,
-                                      ClickSimulation())
+            images, labels = correction_batch(images, labels, self.network, self._click_rng, self.grid_spacing,
+                                              ClickSimulation(**self.settings.method_options.get("correction", {})))
         return images.contiguous(memory_format=self.memory_format), labels
 
     @property
