@@ -8,6 +8,7 @@ result, a dead worker is replaced, and the image file is written once."""
 import json
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -162,10 +163,7 @@ def corrected(tmp_path):
     def mask():
         return correction_scene.segment_mask(scene, segmentation, segment_id, volume)
 
-    class Case:
-        pass
-
-    case = Case()
+    case = types.SimpleNamespace()
     case.__dict__.update(scene=scene, volume=volume, segmentation=segmentation, include=include, exclude=exclude,
                          logic=logic, read=read, mask=mask, workers=workers, undo=undo, status=status, gtv=gtv,
                          poll=lambda: logic.poll(undo.append))
