@@ -10,7 +10,8 @@ and hand edits written with ``slicer.util.updateSegmentBinaryLabelmapFromArray``
 module's).
 
 Unchecked here: Qt's event loop (timers fire when the test processes events), the markups widgets' rendering and
-picking in real views, keyboard Ctrl+Z (the editor's undo slot is called instead), a worker on Windows.
+picking in real views, keyboard Ctrl+Z (the editor's undo slot is called instead: the real vtkSegmentationHistory
+restores the segment and its events reach the module), a worker on Windows.
 """
 
 import os
@@ -127,10 +128,18 @@ def test_include_then_exclude_after_segment_each_update_the_gtv_as_one_undo_step
     assert second["changed_voxels"] == int((after_exclude != after_include).sum()) > 0
     assert widget.logic.correction.worker.pid == pid and widget.logic.correction.worker_starts == 1
 
-    editor.undo()                                                     # Ctrl+Z: exactly the exclude click
+    editor.undo()                                                     # Ctrl+Z: exactly the exclude click ...
     assert np.array_equal(gtv_array(segmentation, ct), after_include)
-    editor.undo()                                                     # and then the include click
+    assert exclude.GetNumberOfControlPoints() == 0 and include.GetNumberOfControlPoints() == 1   # ... and its point
+    assert ui.correctionStatusLabel.text.startswith("Undone: the GTV is back to 1 click(s); 1 point(s) taken back")
+    third = click(session, widget, "include", ras_of_tumour(phantoms, (0.0, 0.0, 3.0)))
+    assert third["clicks"] == 2 and third["id"] != second["id"]      # the undone click is not sent again
+    assert np.array_equal(gtv_array(segmentation, ct), output_array(third))
+    editor.undo()                                                     # the third click, then the first
+    assert np.array_equal(gtv_array(segmentation, ct), after_include) and include.GetNumberOfControlPoints() == 1
+    editor.undo()
     assert np.array_equal(gtv_array(segmentation, ct), before)
+    assert include.GetNumberOfControlPoints() == exclude.GetNumberOfControlPoints() == 0
     segment = segmentation.GetSegmentation().GetSegment(segment_id)   # still the same, ordinary segment
     assert segment.GetName() == "GTV" and segment.GetColor() == (1.0, 0.0, 0.0)
     import slicer

@@ -7,6 +7,10 @@ request that reads the clicks when it is sent (the latest clicks win). Every req
 session, and the slices the user drew by hand ("Apply my slice edits": the slices where the segment differs from
 the worker's last result) stay fixed for the rest of the session. A request the worker refuses leaves the segment
 as it was and takes its new points back; a worker that died is started again by the next request.
+
+Undo: every applied result is remembered by its fingerprint. When the segment comes back to an earlier result (Ctrl+Z
+in the Segment Editor restores its saved state), the points placed since then are removed from their lists (moved
+points go back), so the undone clicks are not sent again. Redo brings the segment back but not the points.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ class _Session:
     fixed: set = field(default_factory=set)
     sent: list = field(default_factory=list)
     applied: list = field(default_factory=list)
+    history: list = field(default_factory=list)   # _State of each applied result, the session's start first
+
+
+@dataclass(frozen=True)
+class _State:
+    fingerprint: str
+    clicks: tuple
+    fixed: frozenset
 
 
 @dataclass
@@ -81,6 +93,7 @@ class ClickCorrection:
         self._ids = itertools.count(1)
         self._work: Optional[tempfile.TemporaryDirectory] = None
         self._images: dict = {}
+        self._applying = False
 
     @property
     def busy(self) -> bool:
@@ -93,10 +106,40 @@ class ClickCorrection:
         if self.inflight is not None:
             self._pending, self._pending_slices = read, self._pending_slices or slice_edits
             return True
-        self._send(read(), slice_edits)
+        self._send(read, slice_edits)
         return self.inflight is not None
 
-    def _send(self, inputs: Inputs, slice_edits: bool) -> None:
+    def follow_undo(self, read: Callable[[], Inputs]) -> int:
+        """If the segment is back at an earlier result of this session (an undo), take back the points placed since:
+        remove new points, move moved points back. Returns how many points were removed or moved."""
+        session = self.session
+        if session is None or len(session.history) < 2 or self.inflight is not None or self._applying:
+            return 0
+        inputs = read()
+        if inputs.segmentation is None or inputs.volume is None or session.key != inputs.key() or \
+                inputs.segmentation.GetSegmentation().GetSegment(inputs.segment_id) is None:
+            return 0
+        now = fingerprint(inputs.segmentation, inputs.segment_id)
+        earlier = [k for k, state in enumerate(session.history[:-1]) if state.fingerprint == now]
+        if not earlier or session.history[-1].fingerprint == now:
+            return 0                        # the latest result, or a hand edit: nothing to take back
+        back = session.history[earlier[-1]]
+        undone = [click for click in session.history[-1].clicks if click not in back.clicks]
+        kept = {(click.node_id, click.point_id): click for click in back.clicks}
+        moved = [kept[(c.node_id, c.point_id)] for c in undone if (c.node_id, c.point_id) in kept]
+        removed = correction_scene.remove_clicks(self.scene, [c for c in undone if (c.node_id, c.point_id) not in kept])
+        removed += correction_scene.move_clicks(self.scene, moved)
+        del session.history[earlier[-1] + 1:]
+        session.applied = session.sent = list(back.clicks)
+        session.fixed, session.baseline = set(back.fixed), self._mask(inputs)
+        self._pending = None
+        self.on_status(f"Undone: the GTV is back to {len(back.clicks)} click(s)"
+                       + (f"; {removed} point(s) taken back." if removed else "."))
+        return removed
+
+    def _send(self, read: Callable[[], Inputs], slice_edits: bool) -> None:
+        self.follow_undo(read)              # an undo since the last result: its points go before anything is sent
+        inputs = read()
         if inputs.segmentation is None or inputs.volume is None or not inputs.segment_id:
             raise ValueError("Segment or Propagate first: there is no GTV to correct.")
         if inputs.model is None:
@@ -136,8 +179,12 @@ class ClickCorrection:
 
     def _session(self, inputs: Inputs) -> _Session:
         if self.session is None or self.session.key != inputs.key():
-            self.session = _Session(inputs.key(), self._mask(inputs))
+            self.session = self._new_session(inputs)
         return self.session
+
+    def _new_session(self, inputs: Inputs) -> _Session:
+        start = _State(fingerprint(inputs.segmentation, inputs.segment_id), (), frozenset())
+        return _Session(inputs.key(), self._mask(inputs), history=[start])
 
     def _mask(self, inputs: Inputs) -> np.ndarray:
         return correction_scene.segment_mask(self.scene, inputs.segmentation, inputs.segment_id, inputs.volume)
@@ -186,7 +233,7 @@ class ClickCorrection:
             if self._pending is not None:
                 read, slices = self._pending, self._pending_slices
                 self._pending, self._pending_slices = None, False
-                self._send(read(), slices)
+                self._send(read, slices)
         except (ValueError, OSError, RuntimeError, KeyError) as error:
             self.on_status(f"Could not correct: {error}")
         return self.inflight is not None
@@ -207,8 +254,14 @@ class ClickCorrection:
             self.on_status("The GTV changed while the correction ran: its result was not applied (your change stays).")
             return
         save_undo(inputs.segmentation)
-        correction_scene.replace_segment(self.scene, inputs.segmentation, inputs.segment_id, request.output)
+        self._applying = True               # our own write is not an undo
+        try:
+            correction_scene.replace_segment(self.scene, inputs.segmentation, inputs.segment_id, request.output)
+        finally:
+            self._applying = False
         session.baseline, session.applied, session.fixed = self._mask(inputs), request.clicks, set(request.fixed)
+        session.history.append(_State(fingerprint(inputs.segmentation, inputs.segment_id), tuple(request.clicks),
+                                      frozenset(request.fixed)))
         self.last_reply = reply
         self.on_status(describe(reply))
 
@@ -234,7 +287,7 @@ class ClickCorrection:
         self.session, self._pending, self._pending_slices = None, None, False
         inputs = read() if read is not None else None
         if inputs is not None and None not in (inputs.segmentation, inputs.volume) and inputs.segment_id:
-            self.session = _Session(inputs.key(), self._mask(inputs))
+            self.session = self._new_session(inputs)
 
     def stop(self) -> None:
         """Stop the worker and remove the session's files (module cleanup, scene close)."""

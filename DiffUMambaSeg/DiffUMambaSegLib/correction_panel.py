@@ -2,7 +2,8 @@
 widgets (persistent place mode: click, click, click), the correction model, "Apply my slice edits", one status line.
 
 Each defined point (``PointPositionDefinedEvent``; a moved point at ``PointEndInteractionEvent``) asks
-``correction.ClickCorrection`` for a request; a timer polls the reply and the result goes into the segment being
+``correction.ClickCorrection`` for a request; a change of the segmentation (the editor's Ctrl+Z) lets it take
+undone points back; a timer polls the reply and the result goes into the segment being
 corrected (the one selected in the embedded Segment Editor, else "GTV") with the editor's undo state saved first.
 Qt is not imported here: the timer is injected (a ``qt.QTimer`` in Slicer).
 """
@@ -31,12 +32,6 @@ class Timer(Protocol):
 
     def start(self) -> None: ...
 
-    def exit(self) -> None:
-        """Leaving the module: no place mode left on (a click in another module must not correct the GTV)."""
-        for widget in self._placeWidgets():
-            if widget.placeModeEnabled:
-                widget.setPlaceModeEnabled(False)
-
     def stop(self) -> None: ...
 
 
@@ -53,6 +48,7 @@ class CorrectionPanel:
         self.ui, self.correction, self.editor, self.timer, self.scene = ui, correction, editor, timer, scene
         self.parameters = None
         self._observations: list = []
+        self._segmentationObservation: tuple = ()
         correction.on_status = self.onStatus
         timer.setInterval(POLL_MS)
         timer.timeout.connect(self.onPoll)
@@ -80,6 +76,7 @@ class CorrectionPanel:
             widget.setCurrentNode(node)
             for event in (node.PointPositionDefinedEvent, node.PointEndInteractionEvent):
                 self._observations.append((node, node.AddObserver(event, self.onPointsChanged)))
+        self._observeSegmentation(parameters.outputSegmentation)
 
     def _pointList(self, name: str, color, labels: str):
         node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
@@ -94,6 +91,19 @@ class CorrectionPanel:
         for node, tag in self._observations:
             node.RemoveObserver(tag)
         self._observations = []
+        self._observeSegmentation(None)
+
+    def _observeSegmentation(self, segmentation) -> None:
+        """Watch the segment being corrected for an undo (the editor restores a saved state of the segmentation)."""
+        if self._segmentationObservation:
+            node, tag = self._segmentationObservation
+            node.RemoveObserver(tag)
+            self._segmentationObservation = ()
+        if segmentation is not None:
+            import slicer
+
+            event = slicer.vtkSegmentation.SegmentModified
+            self._segmentationObservation = (segmentation, segmentation.AddObserver(event, self.onSegmentationChanged))
 
     def inputs(self) -> Inputs:
         """The segment being corrected, its CT, the clicks, the model and device, as they are now."""
@@ -121,6 +131,12 @@ class CorrectionPanel:
     def onPointsChanged(self, caller=None, event=None) -> None:
         self._request(False)
 
+    def onSegmentationChanged(self, caller=None, event=None) -> None:
+        try:
+            self.correction.follow_undo(self.inputs)
+        except (ValueError, OSError, RuntimeError, KeyError) as error:
+            self.onStatus(str(error))
+
     def _request(self, sliceEdits: bool) -> None:
         try:
             if self.correction.request(self.inputs, sliceEdits):
@@ -143,6 +159,7 @@ class CorrectionPanel:
                 if node is not None:
                     node.RemoveAllControlPoints()
         self.correction.restart(self.inputs)
+        self._observeSegmentation(self.parameters.outputSegmentation if self.parameters is not None else None)
         self.onStatus("")
 
     def exit(self) -> None:

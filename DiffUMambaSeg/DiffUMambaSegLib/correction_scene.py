@@ -16,7 +16,7 @@ import numpy as np
 
 from . import scene as scene_io
 
-__all__ = ["Click", "INCLUDE", "EXCLUDE", "clicks", "remove_clicks", "write_mask", "segment_mask", "replace_segment",
+__all__ = ["Click", "INCLUDE", "EXCLUDE", "clicks", "remove_clicks", "move_clicks", "write_mask", "segment_mask", "replace_segment",
            "changed_slices"]
 
 INCLUDE, EXCLUDE = "include", "exclude"
@@ -58,6 +58,18 @@ def remove_clicks(scene, taken_back: Sequence[Click]) -> int:
             node.RemoveNthControlPoint(index)
             removed += 1
     return removed
+
+
+def move_clicks(scene, back: Sequence[Click]) -> int:
+    """Put these points back where they were (an undone move); returns how many were still there."""
+    moved = 0
+    for click in back:
+        node = scene.GetNodeByID(click.node_id)
+        index = node.GetNthControlPointIndexByID(click.point_id) if node is not None else -1
+        if index >= 0:
+            node.SetNthControlPointPositionWorld(index, *click.point)
+            moved += 1
+    return moved
 
 
 def _name(segmentation, segment_id: str) -> str:
