@@ -185,6 +185,38 @@ def test_a_click_lands_where_it_was_placed_on_the_image_grid(shared_data):
     assert not kept[fixed].any() and np.array_equal(kept[fixed - 2], by_hand[fixed - 2])
 
 
+class CountingNet(IncludeChannelNet):
+    """IncludeChannelNet that records the shape of every batch it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, x):
+        self.batches.append(tuple(x.shape))
+        return super().forward(x)
+
+
+def test_a_box_larger_than_a_patch_is_one_batch_of_two_windows_with_the_same_answer(shared_data):
+    """Three include clicks 50 mm apart make a box of several 16-voxel patches: it goes through the network as one
+    batch of two windows of the box's size (a multiple of the network's strides), and a network that looks only at
+    each voxel answers exactly as with the training patch's overlapping windows."""
+    image = sitk.ReadImage(str(shared_data / "pyradiomics_lung_ct" / "lung2_image.nrrd"))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)[None]
+    spacing = tuple(reversed(image.GetSpacing()))
+    plan = {**corrector_plan((2.0, 2.0, 2.0), (16, 16, 16)), "network": {"strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}}
+    centre = (array.shape[1] // 2, 200.0, 250.0)
+    clicks = [Click((centre[0], centre[1], centre[2] + dx / spacing[2]), True) for dx in (-50, 0, 50)]
+    mask = np.zeros(array.shape[1:], bool)
+    counting = CountingNet()
+    two = Corrector([counting], plan, "cpu").correct(array, spacing, mask, clicks)
+    windows = CountingNet()
+    patches = Corrector([windows], plan, "cpu", two_windows=False).correct(array, spacing, mask, clicks)
+    assert len(counting.batches) == 1 and counting.batches[0][0] == 2
+    assert all(n % 4 == 0 and n >= 16 for n in counting.batches[0][2:])
+    assert sum(b[0] for b in windows.batches) > 2 and np.array_equal(two, patches) and two.sum() > 0
+
+
 def test_correct_on_grid_pastes_only_inside_the_box():
     data = np.zeros((1, 30, 60, 60), np.float32)
     mask = np.zeros((30, 60, 60), bool)

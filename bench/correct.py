@@ -12,14 +12,18 @@ from three starting points:
 - (c) click: an empty mask; the first click goes into the tumour.
 
 The simulated user (``correction.session``) always clicks the deepest point of the largest error; the baseline
-(``correction.region_growing``) gets the same kind of clicks from its own errors. Latency: the wall time of each
-correction (lesion box, resampling, network, back onto the CT's grid) on the full-size CT with ``--threads`` CPU
-threads, p50 / p95 over every click, and the start-up of ``diffumamba serve --stdio`` to its ready line (median of 3).
-``--large`` adds a latency case: LUNG1-001's follow-up with its GTV grown x2.5 (about 400 ml), corrected by the
-last fold's model (its time, not its Dice, is reported).
+(``correction.region_growing``) gets the same kind of clicks from its own errors. Accuracy is computed per case and
+kept in ``--cache`` (a case is computed again only when its fold's checkpoint changed), so cases can be scored as
+their folds finish training, on a busy machine.
+
+Latency (``--latency``, on a quiet machine): the wall time of each correction (lesion box, resampling, network, back
+onto the CT's grid) on the full-size CT with ``--threads`` CPU threads, p50 / p95 over every click of start (a) of
+every case, for the model and for the baseline measured in the same run; and the start-up of ``diffumamba serve
+--stdio`` to its ready line (median of 3). ``--large`` adds a latency case: LUNG1-001's follow-up with its GTV grown
+x2.5 (about 400 ml), corrected by the last fold's model (its time, not its Dice, is reported).
 
     python bench/correct.py --dataset WORK/raw/Dataset102_LungGTV --models WORK/correction \\
-        --predictions LUNG_PREVIEW_WORK/heldout --large
+        --predictions LUNG_PREVIEW_WORK/heldout --cache WORK/bench_correct --latency --large
 """
 
 from __future__ import annotations
@@ -129,39 +133,140 @@ def summarise(rows: list[dict], method: str, start: str) -> dict:
     return out
 
 
-def table(rows: list[dict], latency: list[float], large: dict | None, startup: float, args) -> str:
+def table(rows: list[dict], latency: dict | None, args) -> str:
     lines = [f"# Click correction ({time.strftime('%Y-%m-%d')}, `python bench/correct.py` "
              f"{' '.join(sys.argv[1:])})", "",
              f"Mean over {len({r['case'] for r in rows})} lung CTs, each corrected by the model of the fold that held it "
              f"out; {args.clicks} simulated clicks; NoC@X counts {args.clicks} when X is never reached (failed: how "
              "many cases never reach it).", "",
-             "| start | method | Dice 0 | 1 click | 3 | 5 | 10 | NoC@85 | NoC@90 | failed @85 / @90 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| start | method | cases | Dice 0 | 1 click | 3 | 5 | 10 | NoC@85 | NoC@90 | failed @85 / @90 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     drawn = [r for r in rows if r["start"] == "two drawn slices"]
     rows = [r for r in rows if r["start"] != "two drawn slices"]
-    for start in dict.fromkeys(r["start"] for r in rows):
+    for start in sorted(dict.fromkeys(r["start"] for r in rows)):
         for method in dict.fromkeys(r["method"] for r in rows):
             s = summarise(rows, method, start)
-            lines.append(f"| {start} | {method} | {s['dice0']:.3f} | " + " | ".join(f"{s[f'dice{k}']:.3f}"
-                         for k in REPORTED) + f" | {s['noc85']:.1f} | {s['noc90']:.1f} | "
-                         f"{s['failed85']} / {s['failed90']} |")
+            lines.append(f"| {start} | {method} | {s['cases']} | {s['dice0']:.3f} | " +
+                         " | ".join(f"{s[f'dice{k}']:.3f}" for k in REPORTED) + f" | {s['noc85']:.1f} | "
+                         f"{s['noc90']:.1f} | {s['failed85']} / {s['failed90']} |")
     lines += ["", "Per case (Dice after 0 / 1 / 3 / 5 / 10 clicks, GTV ml):", ""]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["start"], r["case"], r["method"])):
         lines.append(f"- {r['case']}, {r['start']}, {r['method']} ({r['gtv_ml']:.1f} ml): " +
                      " / ".join(f"{r['dice'][min(k, len(r['dice']) - 1)]:.3f}" for k in (0, *REPORTED)))
     if drawn:
         lines += ["", "Slice-to-volume (an empty mask and two of the reference's slices drawn, no click): Dice " +
                   ", ".join(f"{r['case']} {r['dice'][0]:.3f}" for r in drawn) +
                   f"; mean {statistics.mean(r['dice'][0] for r in drawn):.3f}."]
-    lines += ["", f"Latency of one correction with the model ({args.threads} CPU threads, full-size CT, every click of "
-              f"every case): p50 {np.percentile(latency, 50):.2f} s, p95 {np.percentile(latency, 95):.2f} s, "
-              f"max {max(latency):.2f} s over {len(latency)} clicks. Worker start-up to ready: {startup:.2f} s "
-              "(median of 3)."]
-    if large:
-        lines.append(f"Large GTV ({large['gtv_ml']:.0f} ml, LUNG1-001 grown x2.5): p50 "
-                     f"{np.percentile(large['seconds'], 50):.2f} s, p95 {np.percentile(large['seconds'], 95):.2f} s "
-                     f"over {len(large['seconds'])} clicks.")
+    lines += ["", latency_lines(latency, args) if latency else "Latency: not measured in this run (`--latency`)."]
     return "\n".join(lines) + "\n"
+
+
+def latency_lines(latency: dict, args) -> str:
+    model, grow = latency["model"], latency["grow from seeds"]
+    lines = ["| one correction, full-size CT | clicks | p50 s | p95 s | max s | p50 ratio to baseline |",
+             "|---|---|---|---|---|---|",
+             f"| model ({args.threads} CPU threads) | {len(model)} | {np.percentile(model, 50):.2f} | "
+             f"{np.percentile(model, 95):.2f} | {max(model):.2f} | "
+             f"{np.percentile(model, 50) / np.percentile(grow, 50):.2f} |",
+             f"| grow from seeds (baseline) | {len(grow)} | {np.percentile(grow, 50):.2f} | "
+             f"{np.percentile(grow, 95):.2f} | {max(grow):.2f} | 1.00 |"]
+    large = latency.get("large")
+    if large:
+        lines.append(f"| model, large GTV ({large['gtv_ml']:.0f} ml, LUNG1-001 grown x2.5) | {len(large['seconds'])} | "
+                     f"{np.percentile(large['seconds'], 50):.2f} | {np.percentile(large['seconds'], 95):.2f} | "
+                     f"{max(large['seconds']):.2f} | |")
+    lines += ["", f"Worker start-up to ready: {latency['startup']:.2f} s (median of 3)."]
+    return "\n".join(lines)
+
+
+def load_models(checkpoint: Path):
+    from diffumamba.correction.corrector import Corrector
+    from diffumamba.inference.models import load_ensemble
+
+    ensemble = load_ensemble([checkpoint], "cpu")
+    corrector = Corrector(ensemble.networks, ensemble.plan, "cpu")
+    corrector.warm_up()                              # as the worker does before it says it is ready
+    return corrector
+
+
+def starts_of(case: str, args) -> dict:
+    """start name -> (scan, reference, start mask or None)."""
+    import SimpleITK as sitk
+
+    image, label = read_case(args.dataset, case)
+    starts = {}
+    followup, truth, warped = propagation_start(image, label, args.seed)
+    starts["(a) propagation"] = (followup, truth, warped)
+    if args.predictions and (args.predictions / f"{case}.nii.gz").exists():
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(args.predictions / f"{case}.nii.gz"))) > 0
+        starts["(b) prediction"] = (image, sitk.GetArrayFromImage(label) > 0, predicted)
+    starts["(c) click"] = (image, sitk.GetArrayFromImage(label) > 0, None)
+    return starts
+
+
+def sessions(corrector, scan, reference, start, clicks: int) -> dict:
+    """method -> (Dice after 0..clicks clicks, seconds of each correction), model and baseline from one start."""
+    import SimpleITK as sitk
+
+    from diffumamba.correction.region_growing import GrowFromSeeds
+
+    array = sitk.GetArrayFromImage(scan).astype(np.float32)
+    spacing = tuple(reversed(scan.GetSpacing()))
+    start = np.zeros(reference.shape, bool) if start is None else start
+    methods = {"model": lambda mask, given: corrector.correct(array[None], spacing, mask, given),
+               "grow from seeds": GrowFromSeeds(array, spacing, start=start).correct}
+    return {method: session(correct, reference, start, spacing, clicks) for method, correct in methods.items()}
+
+
+def case_rows(case: str, fold: int, checkpoint: Path, args) -> list[dict]:
+    """Every start and method for one case (from the cache when its checkpoint and settings are unchanged)."""
+    key = {"checkpoint": str(checkpoint), "mtime": checkpoint.stat().st_mtime, "clicks": args.clicks,
+           "seed": args.seed, "predictions": bool(args.predictions and (args.predictions / f"{case}.nii.gz").exists())}
+    cached = args.cache / f"{case}.json" if args.cache else None
+    if cached is not None and cached.exists():
+        saved = json.loads(cached.read_text())
+        if saved["key"] == key:
+            print(f"{case}: from {cached}")
+            return saved["rows"]
+    corrector = load_models(checkpoint)
+    starts = starts_of(case, args)
+    rows = []
+    for start_name, (scan, reference, start) in starts.items():
+        spacing = tuple(reversed(scan.GetSpacing()))
+        for method, (dice, seconds) in sessions(corrector, scan, reference, start, args.clicks).items():
+            rows.append({"case": case, "fold": fold, "start": start_name, "method": method, "dice": dice,
+                         "seconds": seconds, "gtv_ml": float(reference.sum() * np.prod(spacing) / 1000)})
+            print(f"{case} {start_name} {method}: " + " ".join(f"{d:.3f}" for d in dice), flush=True)
+    rows.append(slice_to_volume(case, fold, starts["(c) click"][0], starts["(c) click"][1], corrector))
+    print(f"{case} slice-to-volume: {rows[-1]['dice'][0]:.3f}", flush=True)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"key": key, "rows": rows}))
+    return rows
+
+
+def measure_latency(cases: dict, args) -> dict:
+    """Seconds per correction, model and baseline, start (a) of every case; the large GTV; worker start-up."""
+    import SimpleITK as sitk
+
+    found = {"model": [], "grow from seeds": []}
+    corrector = None
+    for case, checkpoint in cases.items():
+        corrector = load_models(checkpoint)
+        scan, reference, start = starts_of(case, args)["(a) propagation"]
+        for method, (_, seconds) in sessions(corrector, scan, reference, start, args.clicks).items():
+            found[method] += seconds
+        print(f"{case}: latency measured", flush=True)
+    if args.large:                   # time only: the last fold's model (it may have seen this patient)
+        image, label = read_case(args.dataset, "nsclc_radiomics_lung1_001")
+        followup, truth, warped = propagation_start(image, label, args.seed, volume_change=(2.5, 2.5))
+        array = sitk.GetArrayFromImage(followup).astype(np.float32)
+        spacing = tuple(reversed(followup.GetSpacing()))
+        _, seconds = session(lambda mask, clicks: corrector.correct(array[None], spacing, mask, clicks),
+                             truth, warped, spacing, 5)
+        found["large"] = {"gtv_ml": float(truth.sum() * np.prod(spacing) / 1000), "seconds": seconds}
+    found["startup"] = worker_start_seconds(next(iter(cases.values())), args.threads)
+    return found
 
 
 def main(argv=None) -> int:
@@ -173,70 +278,31 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="+", help="only these cases")
-    parser.add_argument("--large", action="store_true", help="also time a ~400 ml GTV")
+    parser.add_argument("--cache", type=Path, help="folder keeping each case's accuracy rows")
+    parser.add_argument("--latency", action="store_true", help="also time every click (on a quiet machine)")
+    parser.add_argument("--large", action="store_true", help="with --latency: also time a ~400 ml GTV")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "correct.md")
     args = parser.parse_args(argv)
 
-    import SimpleITK as sitk
     import torch
 
-    from diffumamba.correction.region_growing import GrowFromSeeds
-    from diffumamba.inference.models import load_ensemble
-    from diffumamba.correction.corrector import Corrector
-
     torch.set_num_threads(args.threads)
-    folds = fold_of(args.dataset)
-    rows, latency, large = [], [], None
-    for case, fold in sorted(folds.items()):
+    cases = {}
+    for case, fold in sorted(fold_of(args.dataset).items()):
         checkpoint = args.models / f"fold{fold}" / "last.safetensors"
         if (args.cases and case not in args.cases) or not checkpoint.exists():
             print(f"{case}: skipped ({'not chosen' if args.cases and case not in args.cases else f'no {checkpoint}'})")
             continue
-        ensemble = load_ensemble([checkpoint], "cpu")
-        corrector = Corrector(ensemble.networks, ensemble.plan, "cpu")
-        corrector.warm_up()                          # as the worker does before it says it is ready
-        image, label = read_case(args.dataset, case)
-        starts = {"(c) click": (image, sitk.GetArrayFromImage(label) > 0, None)}
-        if args.predictions and (args.predictions / f"{case}.nii.gz").exists():
-            predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(args.predictions / f"{case}.nii.gz"))) > 0
-            starts["(b) prediction"] = (image, starts["(c) click"][1], predicted)
-        followup, truth, warped = propagation_start(image, label, args.seed)
-        starts["(a) propagation"] = (followup, truth, warped)
-        for start_name in ("(a) propagation", "(b) prediction", "(c) click"):
-            if start_name not in starts:
-                continue
-            scan, reference, start = starts[start_name]
-            array = sitk.GetArrayFromImage(scan).astype(np.float32)
-            spacing = tuple(reversed(scan.GetSpacing()))
-            start = np.zeros(reference.shape, bool) if start is None else start
-            methods = {"model": lambda mask, clicks: corrector.correct(array[None], spacing, mask, clicks),
-                       "grow from seeds": GrowFromSeeds(array, spacing, start=start).correct}
-            for method, correct in methods.items():
-                dice, seconds = session(correct, reference, start, spacing, args.clicks)
-                if method == "model":
-                    latency += seconds
-                rows.append({"case": case, "fold": fold, "start": start_name, "method": method, "dice": dice,
-                             "seconds": seconds, "gtv_ml": float(reference.sum() * np.prod(spacing) / 1000)})
-                print(f"{case} {start_name} {method}: " + " ".join(f"{d:.3f}" for d in dice), flush=True)
-        rows.append(slice_to_volume(case, fold, image, starts["(c) click"][1], corrector))
-        print(f"{case} slice-to-volume: {rows[-1]['dice'][0]:.3f}", flush=True)
-    if not rows:
+        cases[case] = checkpoint
+    if not cases:
         raise SystemExit("no case had a model: train them with scripts/correction_models.sh")
-    if args.large:                   # latency only: any fold's model (it may have seen this patient)
-        image, label = read_case(args.dataset, "nsclc_radiomics_lung1_001")
-        followup, truth, warped = propagation_start(image, label, args.seed, volume_change=(2.5, 2.5))
-        array = sitk.GetArrayFromImage(followup).astype(np.float32)
-        spacing = tuple(reversed(followup.GetSpacing()))
-        _, seconds = session(lambda mask, clicks: corrector.correct(array[None], spacing, mask, clicks),
-                             truth, warped, spacing, 5)
-        large = {"gtv_ml": float(truth.sum() * np.prod(spacing) / 1000), "seconds": seconds}
-    any_checkpoint = next(args.models.glob("fold*/last.safetensors"))
-    startup = worker_start_seconds(any_checkpoint, args.threads)
-    report = table(rows, latency, large, startup, args)
+    folds = fold_of(args.dataset)
+    rows = [row for case, checkpoint in cases.items() for row in case_rows(case, folds[case], checkpoint, args)]
+    latency = measure_latency(cases, args) if args.latency else None
+    report = table(rows, latency, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "latency": latency, "large": large,
-                                                         "startup": startup}, indent=1))
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "latency": latency}, indent=1))
     print(report)
     return 0
 

@@ -7,6 +7,7 @@ never overwrites them): a correction only ever changes what the user has not fix
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
@@ -69,6 +70,11 @@ class Corrector:
         device: where they run.
         overlap: sliding-window overlap inside the box (0.25: the box is one or two patches).
         margin_mm: context around the mask and the clicks.
+        two_windows: a box larger than one training patch goes through the network as two windows of the box's
+            size (halved, with the overlap, along its longest axis) instead of the training patch's overlapping
+            windows: a fully convolutional network takes any size, and two windows are one CPU batch of two (the
+            fast oneDNN path; a batch of one runs PyTorch's slow native 3D convolution), so a large GTV's box costs
+            about its own voxels rather than eight windows (False: windows of the training patch).
     """
 
     networks: list
@@ -76,6 +82,23 @@ class Corrector:
     device: object = "cpu"
     overlap: float = 0.25
     margin_mm: float = 20.0
+    two_windows: bool = True
+
+    def window(self, shape: Sequence[int]) -> list[int]:
+        """The window for a box of ``shape`` on the model's grid: the training patch, or half the box (above)."""
+        patch = list(self.plan["patch_size"])
+        strides = self.plan.get("network", {}).get("strides")
+        if not self.two_windows or not strides or all(n <= p for n, p in zip(shape, patch)):
+            return patch
+        step = np.prod(np.asarray(strides), axis=0)
+
+        def rounded(n: float, axis: int) -> int:                 # a multiple of the network's total stride
+            return max(patch[axis], int(-(-math.ceil(n) // step[axis]) * step[axis]))
+
+        size = [rounded(n, axis) for axis, n in enumerate(shape)]
+        longest = int(np.argmax([n / p for n, p in zip(shape, patch)]))
+        size[longest] = rounded(shape[longest] / (2 - self.overlap), longest)   # MONAI: two windows along it
+        return size
 
     def warm_up(self) -> None:
         """One pass over a window of zeros, so the first click does not pay for the kernels' first-call set-up."""
@@ -106,7 +129,7 @@ class Corrector:
                  for c in clicks]
         evidence = None if drawn is None else np.stack([to_grid(d) for d in drawn]) > 0.5
         inputs = np.concatenate([processed, correction_channels(to_grid(mask) > 0.5, moved, target, evidence)])
-        probability = foreground_probability(self.networks, inputs, plan["patch_size"], self.device, self.overlap)
+        probability = foreground_probability(self.networks, inputs, self.window(shape), self.device, self.overlap)
         restored = restore_to_original(probability[None], properties, is_label=False)[0]
         out = mask.astype(bool).copy()
         out[box] = restored > 0.5
