@@ -50,26 +50,24 @@ def clicks(include, exclude) -> list[Click]:
 
 def remove_clicks(scene, taken_back: Sequence[Click]) -> int:
     """Remove these points from their lists (a click the worker refused); returns how many were still there."""
-    removed = 0
-    for click in taken_back:
-        node = scene.GetNodeByID(click.node_id)
-        index = node.GetNthControlPointIndexByID(click.point_id) if node is not None else -1
-        if index >= 0:
-            node.RemoveNthControlPoint(index)
-            removed += 1
-    return removed
+    return _each_point(scene, taken_back, lambda node, index, click: node.RemoveNthControlPoint(index))
 
 
 def move_clicks(scene, back: Sequence[Click]) -> int:
     """Put these points back where they were (an undone move); returns how many were still there."""
-    moved = 0
-    for click in back:
+    return _each_point(scene, back, lambda node, index, click: node.SetNthControlPointPositionWorld(index, *click.point))
+
+
+def _each_point(scene, clicks: Sequence[Click], action) -> int:
+    """``action(node, index, click)`` for each click whose point is still in its list (found by its stable ID)."""
+    done = 0
+    for click in clicks:
         node = scene.GetNodeByID(click.node_id)
         index = node.GetNthControlPointIndexByID(click.point_id) if node is not None else -1
         if index >= 0:
-            node.SetNthControlPointPositionWorld(index, *click.point)
-            moved += 1
-    return moved
+            action(node, index, click)
+            done += 1
+    return done
 
 
 def _name(segmentation, segment_id: str) -> str:
