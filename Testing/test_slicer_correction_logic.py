@@ -3,7 +3,7 @@ the ready line, the command's error after a death, stop), and ``ClickCorrection`
 scripted worker: requests carry every click in RAS, repeated or preview-only events send nothing, requests during one
 in flight are coalesced into one with the latest clicks, a refused request takes its new points back and changes
 nothing, a segment edited meanwhile is not overwritten, fixed slices are the slices that differ from the last
-result, a dead worker is replaced, and the image file is written once."""
+result, a dead worker is replaced, the image file is written once, and an undo takes back the points placed since."""
 
 import json
 import sys
@@ -307,3 +307,49 @@ def test_no_model_or_no_gtv_is_refused_before_anything_starts(corrected):
     with pytest.raises(ValueError, match="Segment or Propagate first"):
         c.logic.request(lambda: Inputs(None, "", None, [], Path("m")))
     assert c.workers == []
+
+
+def test_an_undo_takes_back_the_points_placed_since_and_moves_a_moved_point_back(corrected):
+    """Ctrl+Z through the editor's real vtkSegmentationHistory: the segment is back at the first result, so the
+    exclude point placed since is removed and the include point dragged since goes back; the next click sends the
+    first include point where it was and the new point, never the undone ones."""
+    c = corrected
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()   # as at Slicer's start: registers the converter
+    segmentations.SetMRMLScene(c.scene)                           # rules the history's copies need
+    history = slicer.vtkSegmentationHistory()
+    history.SetSegmentation(c.segmentation.GetSegmentation())
+
+    def poll():
+        return c.logic.poll(lambda node: history.SaveState())     # what the editor's saveStateForUndo does
+
+    first = ras(c.volume, 4, 6, 5)
+    c.include.AddControlPointWorld(*first)
+    c.logic.request(c.read)
+    one = c.gtv.copy()
+    one[4, 4:8, 3:8] = 1
+    c.workers[0].answer(one)
+    poll()
+    c.include.SetNthControlPointPositionWorld(0, *ras(c.volume, 2, 6, 5))     # the user drags it ...
+    c.exclude.AddControlPointWorld(*ras(c.volume, 5, 7, 6))                   # ... and excludes
+    c.logic.request(c.read)
+    two = one.copy()
+    two[2] = 1
+    two[5] = 0
+    c.workers[0].answer(two)
+    poll()
+    assert np.array_equal(c.mask(), two)
+    assert c.logic.follow_undo(c.read) == 0                                   # nothing undone yet
+    history.RestorePreviousState()                                            # Ctrl+Z
+    assert np.array_equal(c.mask(), one)
+    assert c.logic.follow_undo(c.read) == 2 and c.exclude.GetNumberOfControlPoints() == 0
+    position = [0.0, 0.0, 0.0]
+    c.include.GetNthControlPointPositionWorld(0, position)
+    assert np.allclose(position, first)
+    assert c.status[-1] == "Undone: the GTV is back to 1 click(s); 2 point(s) taken back."
+    assert not c.logic.request(c.read)                                        # nothing new to send
+    c.exclude.AddControlPointWorld(*ras(c.volume, 1, 1, 1))
+    assert c.logic.request(c.read)
+    sent = c.workers[0].sent[-1]
+    assert [click["label"] for click in sent["clicks"]] == ["include", "exclude"] and len(c.workers[0].sent) == 3
+    assert sent["clicks"][0]["point"] == pytest.approx(list(first))
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(sent["mask"])), one)
