@@ -217,6 +217,30 @@ def test_a_box_larger_than_a_patch_is_one_batch_of_two_windows_with_the_same_ans
     assert sum(b[0] for b in windows.batches) > 2 and np.array_equal(two, patches) and two.sum() > 0
 
 
+def test_a_click_changes_only_the_region_it_touches():
+    """Progressive merge: the network (which only draws balls at include clicks) would erase a correct part of the
+    mask that lies in the click's box; with progressive merge the include click adds its ball and nothing else
+    changes, and an exclude click on that part removes exactly that part."""
+    array = np.zeros((1, 30, 40, 40), np.float32)
+    spacing = (2.0, 2.0, 2.0)
+    plan = corrector_plan(spacing, (16, 16, 16))
+    mask = np.zeros((30, 40, 40), bool)
+    part = (slice(14, 17), slice(14, 18), slice(16, 20))
+    mask[part] = True                                             # 12 mm from the click: inside its box
+    include = Click((15.0, 20.0, 24.0), True)
+    whole_box = Corrector([IncludeChannelNet()], plan, "cpu", progressive=False).correct(array, spacing, mask, [include])
+    merged = Corrector([IncludeChannelNet()], plan, "cpu").correct(array, spacing, mask, [include])
+    added = whole_box & ~mask
+    assert not whole_box[part].any() and added[15, 20, 24] and added.sum() > 10       # the box answer erased it
+    assert np.array_equal(merged, mask | added)                                         # merged: only the ball
+    exclude = Click((15.0, 15.0, 17.0), False)                    # on the part
+    after = Corrector([IncludeChannelNet()], plan, "cpu").correct(array, spacing, merged, [include, exclude])
+    assert np.array_equal(after, added)
+    far = Click((15.0, 35.0, 5.0), False)                         # touches nothing the answer changed
+    assert np.array_equal(Corrector([IncludeChannelNet()], plan, "cpu").correct(
+        array, spacing, merged, [include, far]), merged)
+
+
 def test_correct_on_grid_pastes_only_inside_the_box():
     data = np.zeros((1, 30, 60, 60), np.float32)
     mask = np.zeros((30, 60, 60), bool)

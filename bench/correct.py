@@ -179,12 +179,12 @@ def latency_lines(latency: dict, args) -> str:
     return "\n".join(lines)
 
 
-def load_models(checkpoint: Path):
+def load_models(checkpoint: Path, progressive: bool = True):
     from diffumamba.correction.corrector import Corrector
     from diffumamba.inference.models import load_ensemble
 
     ensemble = load_ensemble([checkpoint], "cpu")
-    corrector = Corrector(ensemble.networks, ensemble.plan, "cpu")
+    corrector = Corrector(ensemble.networks, ensemble.plan, "cpu", progressive=progressive)
     corrector.warm_up()                              # as the worker does before it says it is ready
     return corrector
 
@@ -221,14 +221,15 @@ def sessions(corrector, scan, reference, start, clicks: int) -> dict:
 def case_rows(case: str, fold: int, checkpoint: Path, args) -> list[dict]:
     """Every start and method for one case (from the cache when its checkpoint and settings are unchanged)."""
     key = {"checkpoint": str(checkpoint), "mtime": checkpoint.stat().st_mtime, "clicks": args.clicks,
-           "seed": args.seed, "predictions": bool(args.predictions and (args.predictions / f"{case}.nii.gz").exists())}
+           "seed": args.seed, "predictions": bool(args.predictions and (args.predictions / f"{case}.nii.gz").exists()),
+           "progressive": not args.whole_box}
     cached = args.cache / f"{case}.json" if args.cache else None
     if cached is not None and cached.exists():
         saved = json.loads(cached.read_text())
         if saved["key"] == key:
             print(f"{case}: from {cached}")
             return saved["rows"]
-    corrector = load_models(checkpoint)
+    corrector = load_models(checkpoint, not args.whole_box)
     starts = starts_of(case, args)
     rows = []
     for start_name, (scan, reference, start) in starts.items():
@@ -252,7 +253,7 @@ def measure_latency(cases: dict, args) -> dict:
     found = {"model": [], "grow from seeds": []}
     corrector = None
     for case, checkpoint in cases.items():
-        corrector = load_models(checkpoint)
+        corrector = load_models(checkpoint, not args.whole_box)
         scan, reference, start = starts_of(case, args)["(a) propagation"]
         for method, (_, seconds) in sessions(corrector, scan, reference, start, args.clicks).items():
             found[method] += seconds
@@ -281,6 +282,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", type=Path, help="folder keeping each case's accuracy rows")
     parser.add_argument("--latency", action="store_true", help="also time every click (on a quiet machine)")
     parser.add_argument("--large", action="store_true", help="with --latency: also time a ~400 ml GTV")
+    parser.add_argument("--whole-box", action="store_true",
+                        help="the model's answer replaces the whole lesion box (no progressive merge)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "correct.md")
     args = parser.parse_args(argv)
 

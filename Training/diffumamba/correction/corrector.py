@@ -18,6 +18,7 @@ from ..data.preprocessing import preprocess_case, resample_array, restore_to_ori
 from ..inference.sliding_window import sliding_window_logits
 from .clicks import Click
 from .network_input import correction_channels, lesion_box
+from .progressive_merge import progressive_merge
 
 __all__ = ["Corrector", "correct_on_grid", "foreground_probability", "keep_drawn", "one_window_mm"]
 
@@ -70,6 +71,8 @@ class Corrector:
         device: where they run.
         overlap: sliding-window overlap inside the box (0.25: the box is one or two patches).
         margin_mm: context around the mask and the clicks.
+        progressive: each click changes only the region it touches (``progressive_merge``: the newest click's
+            connected change), not the whole box; requests with drawn slices redo the box (slice-to-volume).
         two_windows: a box larger than one training patch goes through the network as two windows of the box's
             size (halved, with the overlap, along its longest axis) instead of the training patch's overlapping
             windows: a fully convolutional network takes any size, and two windows are one CPU batch of two (the
@@ -83,6 +86,7 @@ class Corrector:
     overlap: float = 0.25
     margin_mm: float = 20.0
     two_windows: bool = True
+    progressive: bool = True
 
     def window(self, shape: Sequence[int]) -> list[int]:
         """The window for a box of ``shape`` on the model's grid: the training patch, or half the box (above)."""
@@ -133,4 +137,6 @@ class Corrector:
         restored = restore_to_original(probability[None], properties, is_label=False)[0]
         out = mask.astype(bool).copy()
         out[box] = restored > 0.5
+        if self.progressive and drawn is None and clicks:
+            out = progressive_merge(mask, out, clicks[-1], spacing)
         return keep_drawn(out, drawn)
