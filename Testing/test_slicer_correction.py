@@ -19,7 +19,6 @@ import signal
 import time
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from test_correct_command import model as correction_model  # noqa: F401 - the phantoms' correction model fixture
