@@ -107,8 +107,10 @@ class CorrectionWorker:
         tail = [line for line in self._stderr if line.strip()]
         return " | ".join(tail[-6:]) if tail else f"exit status {self.returncode}"
 
-    def stop(self, grace_seconds: float = 2.0) -> None:
-        """Ask it to quit (it finishes the request it is on), then stop the process tree if it is still there."""
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Ask it to quit (it finishes the request it is on), then stop the process tree if it is still there.
+        A worker that quits takes well under a second, but twice it took over 2 s (torch's interpreter teardown on
+        a busy machine), so it gets 5 s before being ended."""
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(WorkerDied):
