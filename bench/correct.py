@@ -290,8 +290,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    cases = {}
-    for case, fold in sorted(fold_of(args.dataset).items()):
+    cases, folds = {}, fold_of(args.dataset)
+    for case, fold in sorted(folds.items()):
         checkpoint = args.models / f"fold{fold}" / "last.safetensors"
         if (args.cases and case not in args.cases) or not checkpoint.exists():
             print(f"{case}: skipped ({'not chosen' if args.cases and case not in args.cases else f'no {checkpoint}'})")
@@ -299,7 +299,6 @@ def main(argv=None) -> int:
         cases[case] = checkpoint
     if not cases:
         raise SystemExit("no case had a model: train them with scripts/correction_models.sh")
-    folds = fold_of(args.dataset)
     rows = [row for case, checkpoint in cases.items() for row in case_rows(case, folds[case], checkpoint, args)]
     latency = measure_latency(cases, args) if args.latency else None
     report = table(rows, latency, args)

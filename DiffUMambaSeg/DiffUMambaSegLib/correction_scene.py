@@ -16,8 +16,8 @@ import numpy as np
 
 from . import scene as scene_io
 
-__all__ = ["Click", "INCLUDE", "EXCLUDE", "clicks", "remove_clicks", "move_clicks", "write_mask", "segment_mask", "replace_segment",
-           "changed_slices"]
+__all__ = ["Click", "INCLUDE", "EXCLUDE", "clicks", "remove_clicks", "move_clicks", "write_mask", "segment_mask",
+           "replace_segment", "changed_slices"]
 
 INCLUDE, EXCLUDE = "include", "exclude"
 

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SIGMA_MM", "Click", "next_click", "click_maps"]
+__all__ = ["SIGMA_MM", "Click", "next_click", "click_maps", "squared_distances"]
 
 SIGMA_MM = 3.0
 
@@ -55,25 +55,35 @@ def next_click(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[
     return Click(tuple(float(i + b.start) for i, b in zip(deepest, box)), positive)
 
 
+def squared_distances(shape: Sequence[int], centre: Sequence[float], spacing: Sequence[float],
+                      reach_mm: float) -> Optional[tuple]:
+    """(region, squared mm distances to ``centre`` over it) for the window of ``shape`` within ``reach_mm`` of it
+    along each axis; None when the window misses the grid. One place for "near a click" on anisotropic grids."""
+    spacing = np.asarray(spacing, float)
+    centre = np.asarray(centre, float)
+    reach = np.ceil(reach_mm / spacing).astype(int)
+    low = np.maximum(np.floor(centre).astype(int) - reach, 0)
+    high = np.minimum(np.ceil(centre).astype(int) + reach + 1, shape)
+    if np.any(high <= low):
+        return None
+    axes = [((np.arange(lo, hi) - c) * s) ** 2 for lo, hi, c, s in zip(low, high, centre, spacing)]
+    squared = axes[0].reshape(-1, *([1] * (len(axes) - 1)))
+    for axis, values in enumerate(axes[1:], start=1):
+        squared = squared + values.reshape(*([1] * axis), -1, *([1] * (len(axes) - axis - 1)))
+    return tuple(slice(lo, hi) for lo, hi in zip(low, high)), squared
+
+
 def click_maps(shape: Sequence[int], clicks: Sequence[Click], spacing: Sequence[float],
                sigma_mm: float = SIGMA_MM) -> np.ndarray:
     """(2, *shape) float32: positive and negative clicks as Gaussian blobs (peak 1, ``sigma_mm``), combined by
     maximum so two clicks never add up to more than one."""
     maps = np.zeros((2, *shape), np.float32)
-    spacing = np.asarray(spacing, float)
-    reach = np.ceil(3 * sigma_mm / spacing).astype(int)
     for click in clicks:
-        centre = np.asarray(click.index, float)
-        low = np.maximum(np.floor(centre).astype(int) - reach, 0)
-        high = np.minimum(np.ceil(centre).astype(int) + reach + 1, shape)
-        if np.any(high <= low):
+        near = squared_distances(shape, click.index, spacing, 3 * sigma_mm)
+        if near is None:
             continue                                     # the click lies outside this grid
-        axes = [((np.arange(lo, hi) - c) * s) ** 2 for lo, hi, c, s in zip(low, high, centre, spacing)]
-        squared = axes[0].reshape(-1, *([1] * (len(axes) - 1)))
-        for axis, values in enumerate(axes[1:], start=1):
-            squared = squared + values.reshape(*([1] * axis), -1, *([1] * (len(axes) - axis - 1)))
+        window, squared = near
         blob = np.exp(-squared / (2 * sigma_mm ** 2)).astype(np.float32)
-        region = (0 if click.positive else 1, *(slice(lo, hi) for lo, hi in zip(low, high)))
+        region = (0 if click.positive else 1, *window)
         np.maximum(maps[region], blob, out=maps[region])
     return maps
-

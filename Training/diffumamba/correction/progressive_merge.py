@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .clicks import SIGMA_MM, Click
+from .clicks import SIGMA_MM, Click, squared_distances
 
 __all__ = ["progressive_merge"]
 
@@ -28,21 +28,14 @@ def progressive_merge(previous: np.ndarray, answer: np.ndarray, click: Click, sp
     if not changed.any():
         return previous.copy()
     labels, _ = ndimage.label(changed)
-    near = labels[_ball(previous.shape, click.index, spacing, radius_mm)]
-    touched = np.unique(near[near > 0])
+    reach = max(radius_mm, 0.5 * float(np.linalg.norm(spacing)))    # at least the voxel holding the click
+    near = squared_distances(previous.shape, click.index, spacing, reach)
+    if near is None:
+        return previous.copy()
+    window, squared = near
+    touching = labels[window][squared <= reach ** 2]
+    touched = np.unique(touching[touching > 0])
     merged = previous.copy()
     region = np.isin(labels, touched)
     merged[region] = click.positive
     return merged
-
-
-def _ball(shape: Sequence[int], centre: Sequence[float], spacing: Sequence[float], radius_mm: float) -> tuple:
-    """Index arrays of the voxels within ``radius_mm`` of ``centre`` (at least the voxel holding it)."""
-    reach = [int(np.ceil(radius_mm / s)) for s in spacing]
-    nearest = [int(np.clip(round(c), 0, n - 1)) for c, n in zip(centre, shape)]
-    axes = [np.arange(max(0, c - r), min(n, c + r + 1)) for c, r, n in zip(nearest, reach, shape)]
-    grid = np.meshgrid(*axes, indexing="ij")
-    distance = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing))
-    inside = distance <= radius_mm ** 2
-    inside[tuple(int(np.argmin(np.abs(a - c))) for a, c in zip(axes, nearest))] = True
-    return tuple(g[inside] for g in grid)

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .clicks import Click
+from .clicks import Click, squared_distances
 from .network_input import lesion_box
 
 __all__ = ["GrowFromSeeds"]
@@ -73,12 +73,11 @@ class GrowFromSeeds:
 
     def _near(self, clicks: Sequence[Click], shape, radius_mm: float) -> np.ndarray:
         out = np.zeros(shape, bool)
-        grid = None
         for click in clicks:
-            if grid is None:
-                grid = np.indices(shape, dtype=np.float32)
-            squared = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, click.index, self.spacing))
-            out |= squared <= radius_mm ** 2
+            near = squared_distances(shape, click.index, self.spacing, radius_mm)
+            if near is not None:
+                window, squared = near
+                out[window] |= squared <= radius_mm ** 2
         return out
 
     @staticmethod
