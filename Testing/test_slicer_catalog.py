@@ -1,7 +1,7 @@
 """The Slicer module's model catalog: entries validated, downloads and offline imports verified by SHA-256,
-a mismatch refused with nothing left in the cache, zips unpacked safely, shipped files resolved inside the
-catalog's folder, a user's own checkpoints imported, downloads run in a background thread with progress
-and cancel. Real files, real SHA-256, real HTTP on 127.0.0.1."""
+a mismatch refused with nothing left in the cache, packages verified against their manifest and kept as the zip,
+shipped files resolved inside the catalog's folder, a user's own checkpoints imported, downloads run in a
+background thread with progress and cancel. Real files, real SHA-256, real HTTP on 127.0.0.1."""
 
 import dataclasses
 import hashlib
@@ -21,8 +21,9 @@ from safetensors.numpy import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DiffUMambaSeg"))
 
 from DiffUMambaSegLib.catalog import CatalogError, describe, load_catalog  # noqa: E402
-from DiffUMambaSegLib.model_cache import ChecksumError, ModelCache, ModelFileError  # noqa: E402
+from DiffUMambaSegLib.model_cache import ChecksumError, ModelCache, ModelFileError, package_verifier  # noqa: E402
 from DiffUMambaSegLib.model_download import DownloadJob  # noqa: E402
+from package_files import write_package  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,7 @@ def test_the_shipped_catalog_and_its_schema_parse():
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == preview.sha256
     assert "not for clinical use" in preview.intended_use.lower() and preview.license.startswith("CC-BY-NC")
     assert set(preview.metrics) >= {"dice", "hd95_mm"} and "leave-one-patient-out" in preview.accuracy["dataset"]
+    package_verifier().verify_package(shipped)                  # every member matches the package's manifest
     card = zipfile.ZipFile(shipped).read("MODEL_CARD.md").decode()
     assert "Research preview, not for clinical use" in card and f"{preview.metrics['dice']:.3f}" in card
     assert card == (REPO / "docs" / "lung_preview_model.md").read_text()   # the shipped card is the documented one
@@ -108,22 +110,24 @@ def test_a_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path):
 
 
 def test_offline_zip_import(tmp_path):
-    bundle = tmp_path / "gtv.zip"
-    with zipfile.ZipFile(bundle, "w") as archive:
-        for fold in range(2):
-            archive.writestr(f"folds/fold{fold}.safetensors", f"fold {fold}")
+    """A package is installed as the verified zip itself (the command line checks it again on every run)."""
+    bundle = write_package(tmp_path / "gtv.zip", {str(fold): f"fold {fold}".encode() for fold in range(2)})
     digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
     entry = load_catalog(write_catalog(tmp_path / "Models.json", url="https://example.org/gtv.zip", sha256=digest))[0]
-    paths = ModelCache(tmp_path / "cache").import_file(entry, bundle)
-    assert [p.name for p in paths] == ["fold0.safetensors", "fold1.safetensors"]
+    cache = ModelCache(tmp_path / "cache")
+    paths = cache.import_file(entry, bundle)
+    assert paths == [cache.folder(entry) / "gtv-lung-1.0.0.zip"] and paths[0].read_bytes() == bundle.read_bytes()
+    assert cache.is_cached(entry) and cache.checkpoints(entry) == paths
+    assert sorted(p.name for p in cache.folder(entry).iterdir()) == ["VERIFIED", "gtv-lung-1.0.0.zip"]  # not unpacked
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as archive:
         archive.writestr("../outside.safetensors", "x")
     digest = hashlib.sha256(evil.read_bytes()).hexdigest()
     entry = load_catalog(write_catalog(tmp_path / "Models.json", url="https://example.org/e.zip", sha256=digest))[0]
-    with pytest.raises(ModelFileError, match="unsafe path"):
+    with pytest.raises(ModelFileError, match="paths outside itself"):
         ModelCache(tmp_path / "cache2").import_file(entry, evil)
     assert not (tmp_path / "outside.safetensors").exists()
+    assert not [p for p in (tmp_path / "cache2").rglob("*") if p.is_file()]
 
 
 # --- intended use, accuracy, describe() -------------------------------------------------------------------
@@ -253,19 +257,22 @@ def test_import_local_safetensors_is_idempotent_and_keyed_by_content(tmp_path):
     assert not [p for p in (tmp_path / "cache" / "local").iterdir() if p.name.startswith(".")]
 
 
-def test_import_local_zip_of_folds(tmp_path):
+def test_import_local_package(tmp_path):
     folds = [real_checkpoint(tmp_path / "run" / f"fold{i}" / "best.safetensors", seed=i) for i in range(2)]
-    bundle = tmp_path / "folds.zip"
-    with zipfile.ZipFile(bundle, "w") as archive:
-        for i, fold in enumerate(folds):
-            archive.write(fold, f"fold{i}/best.safetensors")
-        archive.writestr("plans.json", "{}")
+    bundle = write_package(tmp_path / "my folds.zip", {str(i): fold.read_bytes() for i, fold in enumerate(folds)})
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
     cache = ModelCache(tmp_path / "cache")
     paths = cache.import_local(bundle)
-    assert [p.relative_to(paths[0].parents[1]).as_posix() for p in paths] == ["fold0/best.safetensors",
-                                                                              "fold1/best.safetensors"]
-    assert [p.read_bytes() for p in paths] == [f.read_bytes() for f in folds]
-    assert cache.import_local(bundle) == paths
+    assert paths == [tmp_path / "cache" / "local" / f"my_folds-{digest[:12]}" / "my_folds.zip"]
+    assert paths[0].read_bytes() == bundle.read_bytes()
+    assert cache.import_local(bundle) == paths and cache.imported() == {paths[0].parent.name: paths}
+    loose = tmp_path / "loose.zip"                      # folds zipped by hand: nothing says what belongs in it
+    with zipfile.ZipFile(loose, "w") as archive:
+        for i, fold in enumerate(folds):
+            archive.write(fold, f"fold{i}/best.safetensors")
+    with pytest.raises(ModelFileError, match="cannot import loose.zip: refused: it has no manifest.json"):
+        cache.import_local(loose)
+    assert list((tmp_path / "cache" / "local").iterdir()) == [paths[0].parent]
 
 
 def test_import_local_refuses_other_files(tmp_path):
@@ -273,7 +280,7 @@ def test_import_local_refuses_other_files(tmp_path):
     pickle = tmp_path / "model.pt"
     pickle.write_bytes(b"\x80\x04\x95 a pickle")
     with pytest.raises(ModelFileError, match="cannot import model.pt: expected a .safetensors checkpoint or a "
-                                             ".zip of .safetensors checkpoints .*never loaded"):
+                                             "model package .zip .*never loaded"):
         cache.import_local(pickle)
     renamed = tmp_path / "renamed.safetensors"
     renamed.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)                 # a pickle given a safetensors name
@@ -282,7 +289,8 @@ def test_import_local_refuses_other_files(tmp_path):
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as archive:
         archive.writestr("readme.txt", "no weights")
-    with pytest.raises(ModelFileError, match="cannot import empty.zip: the zip holds no .safetensors"):
+    with pytest.raises(ModelFileError, match="cannot import empty.zip: the zip holds no .safetensors checkpoint and no "
+                                             "manifest.json"):
         cache.import_local(empty)
     with pytest.raises(FileNotFoundError, match="no such model file"):
         cache.import_local(tmp_path / "missing.safetensors")
@@ -295,7 +303,8 @@ def test_import_local_refuses_zip_slip(tmp_path):
         archive.write(real_checkpoint(tmp_path / "w.safetensors"), "ok.safetensors")
         archive.writestr("../../outside.safetensors", "x")
     cache = ModelCache(tmp_path / "cache")
-    with pytest.raises(ModelFileError, match="evil.zip contains an unsafe path: ../../outside.safetensors"):
+    with pytest.raises(ModelFileError, match="evil.zip: refused: the zip holds paths outside itself "
+                                             "\\(../../outside.safetensors\\)"):
         cache.import_local(evil)
     assert not (tmp_path / "outside.safetensors").exists() and not (tmp_path / "cache" / "outside.safetensors").exists()
     assert cache.imported() == {} and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

@@ -21,7 +21,7 @@ __all__ = ["DownloadJob", "DownloadResult"]
 
 @dataclass
 class DownloadResult:
-    checkpoints: list = field(default_factory=list)   # the verified .safetensors (list[Path]) when ok
+    checkpoints: list = field(default_factory=list)   # the verified files for --model (list[Path]) when ok
     error: str = ""                                   # for the user, when the download or its check failed
     cancelled: bool = False
     exception: Optional[BaseException] = None         # the error itself (ChecksumError, OSError, ...)

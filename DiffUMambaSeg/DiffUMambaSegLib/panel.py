@@ -99,14 +99,15 @@ class Panel:
             self.ui.modelInfoLabel.text = catalog.describe(entry, self.cache)
         else:
             self.ui.modelInfoLabel.text = _("A Diff-UMamba checkpoint (.safetensors) trained with diffumamba train, "
-                                            "or a .zip of several (an ensemble); a zip is verified and copied into "
-                                            "the model cache on first use.")
+                                            "or a model package .zip written by diffumamba package (an ensemble); "
+                                            "a package is verified against its manifest and copied into the model "
+                                            "cache on first use.")
 
     def _localModels(self) -> list:
         path = chosen_path(self.parameters.modelPath)
         if path is None:
             raise ValueError(_("Choose a model: pick one from the model list, or browse to a .safetensors "
-                               "checkpoint or a .zip of checkpoints."))
+                               "checkpoint or a model package .zip."))
         if path.suffix.lower() == ".zip":
             return self.cache.import_local(path)
         return [path]

@@ -5,12 +5,14 @@ separate checkpoints. Layout::
 
     MODEL_CARD.md              what the model is for, its data, licence and measured accuracy (may be absent)
     plan.json                  the plan all folds share (spacing, normalisation, network), for readers of the zip
-    manifest.json              format, folds, SHA-256 of each fold's checkpoint
+    manifest.json              format, folds, and the SHA-256 and size of every other member
     fold_<name>/model.safetensors   one weights-only checkpoint per fold (its header holds the plan too)
     <extra files>              e.g. the nnU-Net dataset.json an imported model came from
 
-Only safetensors are inside, so opening a package never runs code. The zip is written to a temporary file, read
-back and compared tensor by tensor with what was meant to be written, and only then moved into place.
+Only safetensors are inside, so opening a package never runs code. Reading one is ``package_manifest``'s job
+(shared with the Slicer module): nothing in a package is used before every member matched its manifest. The zip is
+written to a temporary file, read back through that same check, compared tensor by tensor with what was meant to
+be written, and only then moved into place.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["PACKAGE_FORMAT", "PackageFold", "write_model_package", "package_members", "is_package"]
+from .package_manifest import FORMAT as PACKAGE_FORMAT
+from .package_manifest import MANIFEST, fold_member, manifest_bytes, verify_package
 
-PACKAGE_FORMAT = "diffumamba-model-package/1"
+__all__ = ["PACKAGE_FORMAT", "PackageFold", "write_model_package", "package_members", "is_package",
+           "check_not_renamed_package"]
 
 
 @dataclass
@@ -43,6 +46,22 @@ def is_package(path: Path) -> bool:
     return Path(path).suffix.lower() == ".zip"
 
 
+def check_not_renamed_package(path: Path) -> None:
+    """A package renamed ``.safetensors`` would otherwise be refused as "a pickled PyTorch file" (both are zips),
+    which sends the user the wrong way; name what it is instead. Only the zip's directory is read."""
+    path = Path(path)
+    if is_package(path) or not path.is_file() or not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return
+    if MANIFEST in names or any(n.startswith("fold_") and n.endswith("/model.safetensors") for n in names):
+        raise ValueError(f"{path}: this is a model package (a .zip) named {path.suffix or 'without .zip'}; rename "
+                         f"it to {path.stem}.zip and pass that")
+
+
 def write_model_package(out: Path, folds: Sequence[PackageFold], card: Optional[str] = None,
                         extra_files: Optional[dict[str, bytes]] = None) -> str:
     """Write, verify and move the package into place; returns its SHA-256 (what a catalog entry lists)."""
@@ -56,17 +75,15 @@ def write_model_package(out: Path, folds: Sequence[PackageFold], card: Optional[
     if len(set(names)) != len(names):
         raise ValueError(f"fold names repeat: {names}")
     check_same_plan([fold.header["plan"] for fold in folds])
-    members = {f"fold_{fold.name}/model.safetensors": weights_only_bytes(fold.header, fold.state) for fold in folds}
-    manifest = {"format": PACKAGE_FORMAT, "folds": names,
-                "sha256": {name: hashlib.sha256(raw).hexdigest() for name, raw in members.items()}}
-    files = {"manifest.json": json.dumps(manifest, indent=2).encode(),
-             "plan.json": json.dumps(folds[0].header["plan"], indent=2, sort_keys=True).encode(), **members}
+    members = {fold_member(fold.name): weights_only_bytes(fold.header, fold.state) for fold in folds}
+    files = {"plan.json": json.dumps(folds[0].header["plan"], indent=2, sort_keys=True).encode(), **members}
     if card is not None:
         files["MODEL_CARD.md"] = card.encode()
     for name, raw in (extra_files or {}).items():
-        if name in files:
+        if name in files or name == MANIFEST:
             raise ValueError(f"extra file {name} would replace the package's own")
         files[name] = raw
+    files = {MANIFEST: manifest_bytes(names, files), **files}
     out = Path(out)
     with atomic_output(out) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -83,28 +100,7 @@ def write_model_package(out: Path, folds: Sequence[PackageFold], card: Optional[
 
 
 def package_members(path: Path, display: Optional[Path] = None) -> list[tuple[str, bytes]]:
-    """(member name, checkpoint bytes) of every fold of a package, in fold order, checked against its manifest."""
-    path = Path(path)
-    shown = display or path
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            unsafe = [n for n in names if PurePosixPath(n).is_absolute() or ".." in PurePosixPath(n).parts]
-            if unsafe:
-                raise ValueError(f"{shown}: refused: the zip holds paths outside itself ({unsafe[0]})")
-            manifest = json.loads(archive.read("manifest.json")) if "manifest.json" in names else None
-            weights = sorted(n for n in names if n.endswith(".safetensors"))
-            members = [(n, archive.read(n)) for n in weights]
-    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
-        raise ValueError(f"{shown}: not a readable model package ({err}); the file may be truncated: download or "
-                         "copy it again") from None
-    except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{shown}: damaged model package ({err}); download or copy it again") from None
-    if not members:
-        raise ValueError(f"{shown}: the zip holds no .safetensors checkpoint: not a DiffUMambaSeg model package")
-    if manifest is not None:
-        expected = manifest.get("sha256", {})
-        for name, raw in members:
-            if name in expected and hashlib.sha256(raw).hexdigest() != expected[name]:
-                raise ValueError(f"{shown}: {name} does not match the package's manifest (damaged); copy it again")
-    return members
+    """(member name, checkpoint bytes) of every fold of a package, in the manifest's fold order, once every member
+    of the package matched its manifest (``package_manifest.verify_package``: ValueError naming the package)."""
+    package = verify_package(Path(path), str(display or path), keep=lambda name: name.endswith(".safetensors"))
+    return [(fold_member(fold), package.data[fold_member(fold)]) for fold in package.folds]

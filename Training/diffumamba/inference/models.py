@@ -41,18 +41,27 @@ class Ensemble:
 
 
 def load_ensemble(paths: Sequence[Path], device: str) -> Ensemble:
-    """Every checkpoint named, a model package (``.zip``) counting as all of its folds."""
+    """Every checkpoint named, a model package (``.zip``) counting as all of its folds. Every package is verified
+    against its manifest (``package_members``) before anything of it is loaded, on every run."""
     from ..checkpoint import load_model
     from ..devices import resolve_device
-    from ..model_package import is_package, package_members
+    from ..model_package import check_not_renamed_package, is_package, package_members
 
     resolved = resolve_device(device)
-    loaded = []
+    loaded, names = [], []
     for path in paths:
         if is_package(path):
-            loaded += [load_model(Path(path) / name, resolved, raw) for name, raw in package_members(path)]
+            for name, raw in package_members(path):
+                loaded.append(load_model(Path(path) / name, resolved, raw))
+                names.append(f"{path} ({name})")
         else:
+            check_not_renamed_package(path)
             loaded.append(load_model(path, resolved))
+            names.append(str(path))
+    for (_, header), name in zip(loaded, names):
+        if not isinstance(header.get("plan"), dict):
+            raise ValueError(f"{name} holds weights but no plan (spacing, normalisation, patch): it was not written by "
+                             "'diffumamba train', 'package' or 'import-nnunet', so it cannot be run; use one that was")
     plans = [header["plan"] for _, header in loaded]
     check_same_plan(plans)
     return Ensemble([model for model, _ in loaded], plans[0], resolved)

@@ -39,7 +39,14 @@ def mirror_sets(spatial_dims: int = 3) -> list[tuple[int, ...]]:
 
 
 def check_same_plan(plans: Sequence[dict]) -> None:
-    """Ensemble members must preprocess identically (same spacing, channels, normalisation, labels)."""
+    """Ensemble members must do the same job (a correction or propagation checkpoint takes other inputs than a
+    segmentation one, though its plan may otherwise agree) and preprocess identically (same spacing, channels,
+    normalisation, labels)."""
+    tasks = [plan.get("task") or "segmentation" for plan in plans]
+    for index, task in enumerate(tasks[1:], start=2):
+        if task != tasks[0]:
+            raise ValueError(f"checkpoint {index} is a {task} model, checkpoint 1 a {tasks[0]} model; ensemble or "
+                             "package only checkpoints of one task")
     for index, plan in enumerate(plans[1:], start=2):
         different = [k for k in PLAN_KEYS if plan.get(k) != plans[0].get(k)]
         if different:
