@@ -163,7 +163,12 @@ def test_unknown_trainers_topologies_and_damaged_folders_are_refused_by_name(tmp
     changed = json.loads(json.dumps(plans))
     changed["configurations"]["3d_fullres"]["n_conv_per_stage_encoder"] = [3] * 6   # not what was trained
     (folder / "plans.json").write_text(json.dumps(changed))
+    refused("was trained with other plans than")                  # the fold's own plans (init_args) say so
+    checkpoint["init_args"]["plans"] = changed                        # they agree, and the weights do not fit
+    torch.save(checkpoint, folder / "fold_0" / "checkpoint_final.pth")
     refused("tensors our network has and the checkpoint lacks (")
+    checkpoint["init_args"]["plans"] = plans
+    torch.save(checkpoint, folder / "fold_0" / "checkpoint_final.pth")
 
     changed = json.loads(json.dumps(plans))
     changed["transpose_forward"] = [2, 0, 1]
@@ -174,6 +179,66 @@ def test_unknown_trainers_topologies_and_damaged_folders_are_refused_by_name(tmp
     refused("checkpoint_best.pth: no such checkpoint", "--checkpoint", "best")
     (folder / "plans.json").unlink()
     refused("no plans.json")
+
+
+ABSURD = [("patch_size", [4096, 4096, 4096]), ("patch_size", [0, 0, 0]), ("patch_size", [-16, 64, 64]),
+          ("patch_size", "big"), ("spacing", [0, 0, 0]), ("spacing", [0.001] * 3), ("batch_size", 0)]
+
+
+def test_absurd_plans_are_refused_before_a_package_is_written(tmp_path, lung2, capsys):
+    """Issue 28 (D8, D9, D15): these plans were imported with exit 0 (predict then crashed, or ran with a 0-voxel
+    patch and segmented wrongly); "big" failed as int('b'), naming neither file nor field."""
+    plans = old_format_plans(lung2[3])
+    folder = results_folder(tmp_path, "umambabot", plans, official_from_plans("umambabot", plans, DATASET_JSON))
+    package = tmp_path / "x.zip"
+
+    def refused(changed, *expected):
+        (folder / "plans.json").write_text(json.dumps(changed))
+        assert main(["import-nnunet", str(folder), "--out", str(package)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and f"{folder / 'plans.json'}: " in error, error
+        assert all(text in error for text in expected), error
+        assert not package.exists() and not list(tmp_path.glob("*.zip*"))
+
+    for field, value in ABSURD:
+        changed = json.loads(json.dumps(plans))
+        changed["configurations"]["3d_fullres"][field] = value
+        refused(changed, f"configurations.3d_fullres.{field} {value!r}")
+    changed = json.loads(json.dumps(plans))
+    changed["configurations"]["3d_fullres"]["patch_size"] = [18, 64, 64]
+    refused(changed, "patch_size [18, 64, 64] is not a multiple of the network's total stride [4, 32, 32]")
+    changed = json.loads(json.dumps(plans))
+    changed["foreground_intensity_properties_per_channel"]["0"]["std"] = float("nan")
+    refused(changed, "intensities[0] of CT channel 0 need finite")
+
+
+def test_a_fold_trained_with_other_plans_is_refused(tmp_path, lung2, capsys):
+    """The plans in a fold's own checkpoint (nnU-Net's init_args) that differ from the folder's plans.json in what
+    the model sees were ignored: the fold was imported under plans.json (issue 28, D9)."""
+    plans = old_format_plans(lung2[3])
+    folder = results_folder(tmp_path, "umambabot", plans, official_from_plans("umambabot", plans, DATASET_JSON),
+                            folds=(0, 1))
+    path = folder / "fold_1" / "checkpoint_final.pth"
+    checkpoint = torch.load(path, weights_only=False)
+    own = json.loads(json.dumps(plans))
+    own["configurations"]["3d_fullres"]["spacing"] = [2.0, 1.5, 1.5]
+    own["foreground_intensity_properties_per_channel"]["0"]["mean"] += 10
+    checkpoint["init_args"]["plans"] = own
+    torch.save(checkpoint, path)
+    package = tmp_path / "x.zip"
+    assert main(["import-nnunet", str(folder), "--out", str(package)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith(f"diffumamba import-nnunet: error: {path}: "), error
+    assert "spacing [2.0, 1.5, 1.5] in the checkpoint vs [3.0, 1.5, 1.5]" in error, error
+    assert "foreground_intensity_properties_per_channel (channel 0 mean " in error and not package.exists()
+
+    # What does not reach the model may differ: batch size, another configuration.
+    own = json.loads(json.dumps(plans))
+    own["configurations"]["3d_fullres"]["batch_size"] = 7
+    own["configurations"]["3d_lowres"] = {**own["configurations"]["3d_fullres"], "spacing": [4.0, 3.0, 3.0]}
+    checkpoint["init_args"]["plans"] = own
+    torch.save(checkpoint, path)
+    assert main(["import-nnunet", str(folder), "--out", str(package)]) == 0
 
 
 def test_duplicate_keys_must_agree_with_the_named_tensors(lung2):

@@ -15,7 +15,8 @@ from diffumamba.nets import build_network, lung_ct_3d
 
 def fake_fingerprint(spacings, shapes):
     return {"spacings": spacings, "shapes_after_crop": shapes, "channel_names": ["CT"],
-            "labels": {"background": 0, "GTV": 1}, "foreground_intensities": [{"mean": 0.0}]}
+            "labels": {"background": 0, "GTV": 1},
+            "foreground_intensities": [{"mean": 0.0, "std": 1.0, "percentile_00_5": -1.0, "percentile_99_5": 1.0}]}
 
 
 def test_topology_reproduces_the_lung_preset():

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data.plan_checks import validate_plan
 from .files import atomic_write_bytes
 from .nets import NetworkConfig, build_network
 
@@ -124,6 +125,9 @@ def load_checkpoint_bytes(raw: bytes, path: str | Path) -> tuple[dict[str, Any],
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise ValueError(f"{path.name}: unsupported checkpoint format {found!r} (expected {FORMAT})")
+    if "plan" in header:      # every reader of a checkpoint (predict, correct, serve, package, resume) gets this
+        validate_plan(header["plan"], str(path), "its plan was edited or damaged; use an unaltered copy of the "
+                      "model, or train it again")
     model_state = {k[len(_MODEL):]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     optimizer_state = None
     if "optimizer" in header:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 import traceback
 
@@ -32,17 +33,32 @@ _ERRNO_HINTS = {errno.ENOSPC: "free some space or write elsewhere", errno.EROFS:
                 errno.EISDIR: "it is a folder; give a file", errno.EFBIG: "the file size limit (ulimit -f) was reached"}
 
 
+# PyTorch's CPU allocator reports a failed allocation as a plain RuntimeError; only its own message tells it from a
+# bug, so only that message is matched.
+_CPU_ALLOCATOR_FAILED = re.compile(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"     # torch.cuda.OutOfMemoryError
+            or (isinstance(err, RuntimeError) and _CPU_ALLOCATOR_FAILED.search(str(err)) is not None))
+
+
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is the user's to fix (one error line) rather than a bug (a traceback)."""
-    if isinstance(err, USER_ERRORS) or type(err).__name__ == "OutOfMemoryError":   # torch.cuda.OutOfMemoryError
+    if isinstance(err, USER_ERRORS) or _out_of_memory(err):
         return True
     return isinstance(err, OSError) and err.errno in USER_ERRNOS
 
 
 def describe(err: BaseException) -> str:
     """One line for a user error: OSErrors name their file and say what to do."""
-    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+    if _out_of_memory(err):
+        allocation = _CPU_ALLOCATOR_FAILED.search(str(err))
+        if allocation:
+            size = int(allocation.group(1))
+            reason = f"could not allocate {size / 1e9:,.1f} GB" if size >= 1e8 else f"could not allocate {size:,} bytes"
+        else:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
         return f"{reason}: not enough memory; close other programs, use smaller images or another --device"
     if isinstance(err, OSError) and not isinstance(err, OutputError) and err.strerror:
         names = " -> ".join(str(n) for n in (err.filename, err.filename2) if n is not None) or "a file"

@@ -13,7 +13,8 @@ def add_parser(commands) -> None:
         description="RESULTS is an nnU-Net v2 results folder of nnUNetTrainerDiffUMamba or nnUNetTrainerUMambaBot "
                     "(dataset.json, plans.json, fold_N/checkpoint_final.pth). The .pth files are read without running "
                     "pickled code; their weights are renamed onto our networks, which must then match the plans "
-                    "exactly; preprocessing is taken from the plans. The package (safetensors, our plan, the "
+                    "exactly; preprocessing is taken from the plans, which are validated (absurd values, and folds "
+                    "whose own plans differ, are refused). The package (safetensors, our plan, the "
                     "source's dataset.json, a model card) runs with predict/propagate --model on CPU or GPU and can "
                     "be listed in the Slicer catalog. See docs/nnunet_import.md.")
     parser.add_argument("results", type=Path, metavar="RESULTS")

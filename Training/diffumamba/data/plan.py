@@ -59,8 +59,20 @@ class Plan:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str, source: str = "plan.json") -> "Plan":
+        """The plan in ``text`` (the file ``source``), validated: a plan read back may have been edited or damaged."""
+        from .plan_checks import validate_plan
+
+        try:
+            values = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{source}: not valid JSON ({err}); delete it and preprocess again") from None
+        fix = "delete it and preprocess again"
+        validate_plan(values, source, fix)
+        try:
+            return cls(**values)
+        except TypeError as err:                  # a key Plan does not know, or one it needs missing
+            raise ValueError(f"{source}: invalid plan: {err}; {fix}") from None
 
     def checkpoint_meta(self) -> dict:
         """The header entries every checkpoint trained with this plan carries (plan, labels, data provenance)."""

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Optional
 
 from ..data.plan import Plan
+from ..data.plan_checks import patch_problem, spacing_problem, validate_plan
 from ..nets.config import NetworkConfig, from_nnunet_plans
 
 __all__ = ["plan_from_nnunet", "configuration_of"]
@@ -44,9 +46,14 @@ def configuration_of(plans: dict, name: str, source: str = "plans.json") -> dict
 
 
 def plan_from_nnunet(plans: dict, dataset: dict, configuration: str, network: str,
-                     source: str = "the results folder") -> Plan:
-    """Our plan for the network ``network`` trained by nnU-Net with ``plans`` / ``dataset`` (dataset.json)."""
-    conf = configuration_of(plans, configuration, f"{source}/plans.json")
+                     source: str = "the results folder", plans_file: Optional[str] = None) -> Plan:
+    """Our plan for the network ``network`` trained by nnU-Net with ``plans`` / ``dataset`` (dataset.json).
+
+    ``plans_file`` names ``plans`` in errors (default ``source``/plans.json). The result is validated like every plan
+    we read, so an absurd plans.json is refused here, before a package is written, not when the package is run."""
+    plans_file = plans_file or f"{source}/plans.json"
+    conf = configuration_of(plans, configuration, plans_file)
+    _check_geometry(conf, configuration, plans_file)
     problems = []
     if conf.get("previous_stage"):
         problems.append(f"configuration {configuration} is a cascade stage (its network also takes the segmentation "
@@ -57,7 +64,7 @@ def plan_from_nnunet(plans: dict, dataset: dict, configuration: str, network: st
     labels = dataset.get("labels", {})
     if any(not isinstance(v, int) for v in labels.values()) or "regions_class_order" in dataset:
         problems.append("region-based labels (overlapping label groups); only plain label maps are supported")
-    if sorted(labels.values()) != list(range(len(labels))) or labels.get("background") != 0:
+    elif sorted(labels.values()) != list(range(len(labels))) or labels.get("background") != 0:
         problems.append(f"labels {labels} are not background=0 then 1, 2, ... consecutively")
     channels = dataset.get("channel_names") or dataset.get("modality") or {}
     schemes = conf.get("normalization_schemes", [])
@@ -73,7 +80,10 @@ def plan_from_nnunet(plans: dict, dataset: dict, configuration: str, network: st
         names.append(name)
     if len(schemes) != len(channels):
         problems.append(f"{len(schemes)} normalisation schemes for {len(channels)} channels")
-    kwargs = conf.get("resampling_fn_data_kwargs", {})
+    kwargs = conf.get("resampling_fn_data_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        problems.append(f"resampling_fn_data_kwargs {kwargs!r} is not an object")
+        kwargs = {}
     if kwargs.get("order", 3) not in (1, 3) or kwargs.get("order_z", 0) not in (0, 1, 3):
         problems.append(f"image resampling of order {kwargs.get('order')}/{kwargs.get('order_z')} (we implement "
                         "orders 1 and 3 in-plane, 0, 1 and 3 along the slices)")
@@ -81,23 +91,51 @@ def plan_from_nnunet(plans: dict, dataset: dict, configuration: str, network: st
         problems.append(f"force_separate_z {kwargs['force_separate_z']} (we implement nnU-Net's automatic choice)")
     if problems:
         raise ValueError(f"{source}: cannot be imported faithfully: " + "; ".join(problems))
-    intensities = plans.get("foreground_intensity_properties_per_channel", {})
-    stats = [intensities.get(str(c), {}) for c in range(len(names))]
+    intensities = plans.get("foreground_intensity_properties_per_channel")
+    intensities = intensities if isinstance(intensities, dict) else {}
+    stats = [_plain(intensities.get(str(c))) for c in range(len(names))]
     for c, name in enumerate(names):
         if name == "CT" and not all(k in stats[c] for k in ("percentile_00_5", "percentile_99_5", "mean", "std")):
-            raise ValueError(f"{source}/plans.json: channel {c} uses CTNormalization but the plans lack its "
+            raise ValueError(f"{plans_file}: channel {c} uses CTNormalization but the plans lack its "
                              "foreground intensity statistics")
-    config: NetworkConfig = from_nnunet_plans(plans, configuration, network=network, in_channels=len(names),
-                                              num_classes=len(labels), deep_supervision=True)
+    try:
+        config: NetworkConfig = from_nnunet_plans(plans, configuration, network=network, in_channels=len(names),
+                                                  num_classes=len(labels), deep_supervision=True)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{plans_file}: configuration {configuration}'s network architecture: {err}") from None
     digest = hashlib.sha256(json.dumps(plans, sort_keys=True).encode()).hexdigest()[:16]
-    return Plan(target_spacing=[float(s) for s in conf["spacing"]], patch_size=[int(p) for p in conf["patch_size"]],
+    median = conf.get("median_image_size_in_voxels")
+    valid_median = isinstance(median, list) and all(isinstance(n, (int, float)) and n >= 1 for n in median)
+    plan = Plan(target_spacing=[float(s) for s in conf["spacing"]], patch_size=[int(p) for p in conf["patch_size"]],
                 batch_size=int(conf.get("batch_size", 2)),
-                median_shape=[int(n) for n in conf.get("median_image_size_in_voxels", conf["patch_size"])],
+                median_shape=[int(n) for n in (median if valid_median else conf["patch_size"])],
                 network=config.to_dict(), channel_names=names, labels={k: int(v) for k, v in labels.items()},
-                intensities=[_plain(s) for s in stats], fingerprint_hash=f"nnunet-plans-{digest}",
+                intensities=stats, fingerprint_hash=f"nnunet-plans-{digest}",
                 image_order=int(kwargs.get("order", 3)), linear_labels=False, inference={"overlap": 0.5},
                 separate_z_order=int(kwargs.get("order_z", 0)))
+    validate_plan(asdict(plan), plans_file, _FIX)
+    return plan
 
 
-def _plain(stats: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in stats.items()}
+_FIX = "correct the file (it must be the plans the checkpoints were trained with)"
+
+
+def _check_geometry(conf: dict, configuration: str, plans_file: str) -> None:
+    """Spacing, patch and batch size as plans.json writes them, refused by their nnU-Net names before any is
+    converted (a patch of "big" would otherwise fail as ``int('b')``, naming neither file nor field)."""
+    where = f"configurations.{configuration}"
+    problems = [spacing_problem(conf.get("spacing"), f"{where}.spacing"),
+                patch_problem(conf.get("patch_size"), f"{where}.patch_size")]
+    batch = conf.get("batch_size", 2)
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        problems.append(f"{where}.batch_size {batch!r} is not a positive integer")
+    problems = [p for p in problems if p]
+    if problems:
+        raise ValueError(f"{plans_file}: {'; '.join(problems)}; {_FIX}")
+
+
+def _plain(stats: Any) -> dict[str, float]:
+    """The numeric statistics of a channel (nnU-Net writes only numbers; anything else is left out and then missing)."""
+    if not isinstance(stats, dict):
+        return {}
+    return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

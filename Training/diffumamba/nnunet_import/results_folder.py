@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -78,6 +78,7 @@ def import_results_folder(folder: Path, folds: Optional[Sequence[str]] = None,
             plan = plan_from_nnunet(plans, dataset, configuration, network, str(folder))
             config = plan.network_config()
             expected = {k: tuple(v.shape) for k, v in build_network(config).state_dict().items()}
+        _check_own_plans(init.get("plans"), plan, dataset, configuration, network, path, folder)
         _check_topology(expected, mapped.state, path)
         notes += [n for n in mapped.notes if n not in notes]
         header = {"format": FORMAT, "network": config.to_dict(), "provenance": provenance(), **plan.checkpoint_meta(),
@@ -87,6 +88,47 @@ def import_results_folder(folder: Path, folds: Optional[Sequence[str]] = None,
                              "mirroring_axes": list(loaded.get("inference_allowed_mirroring_axes") or [])}}
         imported.append(PackageFold(fold, header, mapped.state))
     return ImportedModel(imported, trainer, configuration, network, dataset_raw, notes)
+
+
+# Plan fields that change preprocessing or the network, and what nnU-Net's plans call them
+_PLAN_FIELDS = {"target_spacing": "spacing", "patch_size": "patch_size", "channel_names": "normalization_schemes",
+                "intensities": "foreground_intensity_properties_per_channel", "image_order": "resampling order",
+                "separate_z_order": "resampling order_z", "network": "network architecture"}
+
+
+def _check_own_plans(own: object, plan, dataset: dict, configuration: str, network: str, path: Path,
+                     folder: Path) -> None:
+    """nnU-Net stores the plans a fold was trained with in its checkpoint (``init_args``). Where they differ from the
+    folder's plans.json in what the model sees, running the fold under plans.json would prepare its images otherwise
+    than in training and segment wrongly without an error, so such a fold is refused. Only ``configuration`` is
+    compared: the other configurations and bookkeeping (batch size, names) may differ harmlessly."""
+    if not isinstance(own, dict):
+        return                                       # not recorded: nothing to compare
+    theirs = plan_from_nnunet(own, dataset, configuration, network, str(path), f"{path} (its init_args plans)")
+    ours, theirs = asdict(plan), asdict(theirs)
+    differing = [_difference(name, theirs[key], ours[key]) for key, name in _PLAN_FIELDS.items()
+                 if json.dumps(theirs[key], sort_keys=True) != json.dumps(ours[key], sort_keys=True)]  # NaN == NaN
+    if differing:
+        raise ValueError(f"{path}: was trained with other plans than {folder / 'plans.json'} (its init_args, "
+                         f"configuration {configuration}): {'; '.join(differing)}; import it with the plans.json "
+                         "of its own training")
+
+
+def _difference(name: str, checkpoint: object, plans_json: object) -> str:
+    """The differing field, short: a network's differing keys, a channel's differing statistics, else both values."""
+    if isinstance(checkpoint, dict) and isinstance(plans_json, dict):            # the network config
+        return f"{name} ({', '.join(k for k in plans_json if plans_json[k] != checkpoint.get(k))})"
+    if name.startswith("foreground_intensity") and len(checkpoint) == len(plans_json):
+        values = [f"channel {c} {k} {theirs.get(k)} in the checkpoint vs {ours.get(k)}"
+                  for c, (theirs, ours) in enumerate(zip(checkpoint, plans_json))
+                  for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+        return f"{name} ({', '.join(values)})"
+    return f"{name} {_short(checkpoint)} in the checkpoint vs {_short(plans_json)}"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _check_topology(ours: dict, theirs: dict, path: Path) -> None:
