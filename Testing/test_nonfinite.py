@@ -164,3 +164,207 @@ def test_a_nonfinite_loss_after_a_good_epoch_keeps_the_good_checkpoint(tmp_path)
         trainer.fit(progress=False)
     header, state, _ = load_checkpoint(tmp_path / "last.safetensors")
     assert header["training"]["epoch"] == 1 and all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_a_nonfinite_loss_names_the_cases_of_its_batch_and_a_cache_holding_nan(tmp_path):
+    from diffumamba.training.sampling import TrainingCase
+
+    case = tiny_case(nan=True)
+    cache_file = tmp_path / "pre" / "plan_x" / "cases" / "tiny.npz"
+    trainer = tiny_trainer(TrainingCase.from_arrays("LIDC-IDRI-1003_R_3", case.data, case.label, source=cache_file),
+                           tmp_path / "run")
+    with pytest.raises(ValueError) as raised:
+        trainer.fit(progress=False)
+    message = str(raised.value)
+    assert "iteration 1: nan" in message and "the batch held case(s) LIDC-IDRI-1003_R_3; " in message
+    assert (f"the preprocessed cache of LIDC-IDRI-1003_R_3, {cache_file}, holds 1 NaN/Inf values: delete that file "
+            "and run again to preprocess it anew; look for NaN/Inf voxels") in message
+
+
+def test_a_nonfinite_loss_from_finite_data_names_the_cases_but_blames_no_cache(tmp_path):
+    trainer = tiny_trainer(tiny_case(), tmp_path)
+    loss_of_step = trainer.method.loss
+
+    def infinite():
+        loss, scalars = loss_of_step()
+        return loss * float("inf"), scalars
+
+    trainer.method.loss = infinite
+    with pytest.raises(ValueError, match=r"the batch held case\(s\) tiny; look for NaN/Inf voxels") as raised:
+        trainer.fit(progress=False)
+    assert "cache" not in str(raised.value)
+
+
+def test_a_cached_case_holding_nan_is_refused_naming_its_file(tmp_path):
+    """Caches written before preprocessing refused NaN (2-slice crops resampled cubically) are still on disk, and
+    their sources have not changed, so they would be used as they are."""
+    from diffumamba.data.preprocessing import CaseProperties
+    from diffumamba.training.sampling import TrainingCase
+
+    case = tiny_case(nan=True)
+    (tmp_path / "cases").mkdir()
+    np.savez(tmp_path / "cases" / "c1.npz", data=case.data, label=case.label)
+    properties = CaseProperties((8, 16, 16), (1.0, 1.0, 1.0), ((0, 8), (0, 16), (0, 16)), (8, 16, 16))
+    (tmp_path / "cases" / "c1.json").write_text(json.dumps(properties.to_dict()))
+    with pytest.raises(ValueError, match=rf"^cached case c1 \({tmp_path / 'cases' / 'c1.npz'}\) holds 1 NaN/Inf "
+                                         r"values: delete that file and run again"):
+        TrainingCase.from_cache(tmp_path, "c1")
+
+
+# -- NIfTI: SimpleITK 2.5.7 reads NaN/Inf voxels of a float .nii/.nii.gz as 0 (NRRD keeps them) ---------------------
+
+def nan_ct(dtype=np.float32):
+    """A CT-like float volume with 400 NaN voxels in a block, +Inf and -Inf, placed asymmetrically (so a voxel found
+    at the wrong place, or axes read in the wrong order, shows)."""
+    array = np.full((24, 32, 32), -700, dtype)
+    array[8:20, 8:24, 8:24] = 40
+    array[10:14, 10:20, 10:20] = np.nan
+    array[3, 4, 5], array[21, 30, 2] = np.inf, -np.inf
+    return array
+
+
+def write_nifti(array, path, byte_order="<"):
+    """``array`` (z, y, x) as NIfTI-1 in ``byte_order`` with a non-trivial grid; nibabel writes big-endian files."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((-10.0, 20.0, 30.0))
+    sitk.WriteImage(image, str(path))
+    if byte_order == ">":
+        import nibabel
+
+        little = nibabel.load(str(path), mmap=False)          # the file is replaced below
+        big = nibabel.Nifti1Image(np.asanyarray(little.dataobj), little.affine, little.header.as_byteswapped(">"))
+        nibabel.save(big, str(path))
+        assert nibabel.load(str(path)).header.endianness == ">"
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_inf_in_a_float_nifti_are_read_back_where_they_are(tmp_path, suffix, byte_order, dtype):
+    from diffumamba.imageio import read_scalar_image
+    from diffumamba.inference.inputs import finite_image
+
+    array = nan_ct(dtype)
+    path = write_nifti(array, tmp_path / f"scan{suffix}", byte_order)
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).all()      # what ITK alone gives
+    image = read_scalar_image(path)
+    read = sitk.GetArrayFromImage(image)
+    np.testing.assert_array_equal(~np.isfinite(read), ~np.isfinite(array))
+    np.testing.assert_array_equal(read[np.isfinite(array)], array[np.isfinite(array)])
+    itk = sitk.ReadImage(str(path))
+    assert (image.GetSpacing(), image.GetOrigin(), image.GetDirection()) == \
+        (itk.GetSpacing(), itk.GetOrigin(), itk.GetDirection())
+    assert image.GetPixelID() == itk.GetPixelID()
+    with pytest.raises(ValueError, match=rf"scan{suffix} has 402 NaN/Inf voxel\(s\): fix the image, or pass "
+                                         r"--replace-nonfinite"):
+        finite_image(image, path.name)
+
+
+def test_values_cut_by_chunk_boundaries_are_found():
+    """A .nii.gz is decompressed in chunks of any length, so a chunk may end inside a value."""
+    from diffumamba.imageio import _Header, _NonFiniteFinder
+
+    values = np.arange(40, dtype=">f8")
+    values[[0, 7, 8, 39]] = [np.nan, np.inf, -np.inf, np.nan]
+    data = b"h" * 352 + values.tobytes() + b"trailing bytes past the voxel data"
+    for size in (1, 3, 5, 8, 13, 1000):
+        finder = _NonFiniteFinder(_Header(352, values.nbytes, values.dtype))
+        for start in range(0, len(data), size):
+            finder.feed(data[start:start + size])
+        assert finder.indices().tolist() == [0, 7, 8, 39], size
+
+
+def untrained_model(path):
+    """A tiny untrained CT segmentation checkpoint: what predict reads from an image is all these tests look at."""
+    from diffumamba.checkpoint import save_checkpoint
+    from diffumamba.nets import build_network, isotropic_3d
+
+    config = isotropic_3d("resunet", n_stages=3, base_features=4, max_features=8, patch_size=[8, 16, 16])
+    plan = {"target_spacing": [2.5, 0.8, 0.7], "patch_size": [8, 16, 16], "batch_size": 2,
+            "median_shape": [24, 32, 32], "network": config.to_dict(), "channel_names": ["CT"],
+            "labels": {"background": 0, "GTV": 1},
+            "intensities": [{"mean": 40.0, "std": 90.0, "percentile_00_5": -700.0, "percentile_99_5": 250.0}],
+            "fingerprint_hash": "test", "image_order": 3, "linear_labels": False, "inference": {},
+            "task": "segmentation", "separate_z_order": None}
+    torch.manual_seed(0)
+    save_checkpoint(path, build_network(config), config, {"labels": plan["labels"], "plan": plan})
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_predict_refuses_a_nifti_with_nan_and_replaces_them_as_for_nrrd(tmp_path, capsys, suffix):
+    model = untrained_model(tmp_path / "model.safetensors")
+    array = nan_ct()
+    (tmp_path / "in").mkdir()
+    nifti = write_nifti(array, tmp_path / "in" / f"scan{suffix}")
+    out = tmp_path / "out"
+    assert main(["predict", str(nifti), "--model", str(model), "--out", str(out), "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"scan: FAILED: {nifti} has 402 NaN/Inf voxel(s): fix the image, or pass --replace-nonfinite" in err
+    assert "Traceback" not in err and not out.exists()
+    assert main(["predict", str(nifti), "--model", str(model), "--out", str(out), "--progress", "none",
+                 "--replace-nonfinite"]) == 0
+    assert f"{nifti}: replaced 402 NaN/Inf voxel(s) with the image's minimum (-700)" in capsys.readouterr().out
+    nrrd = tmp_path / "nrrd" / "scan.nrrd"
+    nrrd.parent.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(nrrd))                 # the same grid, NaN read as 0 ...
+    twin = sitk.GetImageFromArray(array)
+    twin.CopyInformation(sitk.ReadImage(str(nrrd)))
+    sitk.WriteImage(twin, str(nrrd))                                       # ... and the NaN put back
+    assert main(["predict", str(nrrd), "--model", str(model), "--out", str(tmp_path / "out_nrrd"), "--progress",
+                 "none", "--replace-nonfinite"]) == 0
+    from_nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "scan.nii.gz")))
+    np.testing.assert_array_equal(from_nifti, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out_nrrd" /
+                                                                                       "scan.nii.gz"))))
+
+
+LIDC = "lidc_idri_nodule_vois/image/LIDC-IDRI-1003_R_3.nii.gz"
+
+
+def test_a_real_int16_nifti_is_read_unchanged_without_looking_for_nan(shared_data, monkeypatch):
+    from diffumamba import imageio
+
+    monkeypatch.setattr(imageio, "_NonFiniteFinder", None)                 # an integer image never builds one
+    image = imageio.read_scalar_image(shared_data / LIDC)
+    itk = sitk.ReadImage(str(shared_data / LIDC))
+    assert image.GetPixelID() == sitk.sitkInt16
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(itk))
+    assert image.GetOrigin() == itk.GetOrigin() and image.GetSpacing() == itk.GetSpacing()
+
+
+def test_nan_injected_into_a_float_copy_of_a_real_nifti_is_found(shared_data, tmp_path):
+    from diffumamba.imageio import read_scalar_image
+
+    real = sitk.ReadImage(str(shared_data / LIDC))
+    array = sitk.GetArrayFromImage(real).astype(np.float32)
+    array[1, 20:23, 30:35], array[0, 0, 0], array[1, 43, 42] = np.nan, np.inf, np.nan
+    copy = sitk.GetImageFromArray(array)
+    copy.CopyInformation(real)
+    sitk.WriteImage(copy, str(tmp_path / "lidc_float.nii.gz"))
+    image = read_scalar_image(tmp_path / "lidc_float.nii.gz")
+    read = sitk.GetArrayFromImage(image)
+    assert np.count_nonzero(~np.isfinite(read)) == 17
+    np.testing.assert_array_equal(np.isfinite(read), np.isfinite(array))
+    np.testing.assert_array_equal(read[np.isfinite(read)], array[np.isfinite(array)])
+    assert image.GetDirection() == real.GetDirection() and image.GetOrigin() == real.GetOrigin()
+
+
+def test_convert_refuses_a_case_with_nan_naming_it(tmp_path, capsys):
+    """SimpleITK read NaN in NIfTI as 0, so convert copied a changed image with exit 0 (issue 28, D1); now the
+    NaN is seen and the case is refused when converted, not first when a dataset is trained on."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for case, nan in (("a", False), ("b", True)):
+        array = np.full((8, 16, 16), -700, np.float32)
+        array[2:6, 4:12, 4:12] = 40.0
+        if nan:
+            array[4, 8, 8] = np.nan
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(source / f"{case}_image.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray((array > 0).astype(np.uint8)), str(source / f"{case}_label.nii.gz"))
+    out = tmp_path / "Dataset901_Nan"
+    main(["convert", "pairs", str(source), str(out), "--pair", "{case}_image.nii.gz", "{case}_label.nii.gz"])
+    said = capsys.readouterr()
+    assert "b: FAILED: channel 0 has 1 NaN/Inf voxel(s); fix the source image" in said.out + said.err, said
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["a_0000.nii.gz"]

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.dataset import nonfinite_count
 from ..files import atomic_write_text, remove_orphans, write_error
 from ..geometry import grid_differences
 from ..imageio import partial_path, write_image_verified
@@ -77,8 +78,11 @@ class DatasetWriter:
             raise ValueError(f"a case named {name!r} is already in the dataset")
         if len(images) != len(self.channel_names):
             raise ValueError(f"{len(images)} channel(s) given, the dataset has {len(self.channel_names)}")
-        for image in images:
+        for channel, image in enumerate(images):
             check_label_grid(image, label)
+            bad = nonfinite_count(sitk.GetArrayViewFromImage(image))
+            if bad:                      # refused here, not first by train: the dataset would carry them silently
+                raise ValueError(f"channel {channel} has {bad} NaN/Inf voxel(s); fix the source image")
         values = np.unique(sitk.GetArrayViewFromImage(label))
         undeclared = sorted(int(v) for v in values if not 0 <= v <= len(self.label_names))
         if undeclared:

@@ -30,6 +30,9 @@ from .preprocessing import CaseProperties, preprocess_case
 
 __all__ = ["plan_folder", "preprocess_cases", "load_case", "file_signature", "source_signatures"]
 
+# Version of the resampling a cached case was made with: 2 since an axis of 2 voxels is no longer interpolated by
+# ITK's cubic B-spline, which read outside the image there (issue 28); older cases with such an axis are recomputed.
+RESAMPLING = 2
 WHOLE_FILE_HASH_BYTES = 4 << 20   # files up to this size are hashed whole (labels); larger: first + last MiB
 HASH_BLOCK = 1 << 20
 # Measured on the real CTs here (page-cached, 1 thread): SHA-256 of a whole 17.8 MB NRRD CT 14 ms, of a
@@ -68,9 +71,11 @@ def _cached_sources(folder: Path, name: str):
         with zipfile.ZipFile(cases / f"{name}.npz") as bundle:     # cut short: no readable zip directory
             if "data.npy" not in bundle.namelist():
                 return None
-        CaseProperties.from_dict(record)
+        properties = CaseProperties.from_dict(record)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None
+    if 2 in properties.cropped_shape and record.get("resampling") != RESAMPLING:
+        return None                    # cached before 2-voxel axes were resampled right (finite but wrong values)
     return record.get("sources") if isinstance(record, dict) else None
 
 
@@ -98,7 +103,7 @@ def preprocess_cases(cases: list[Case], plan: Plan, out_root: Path,
         data, label, spacing, _ = read_case(case)
         out, out_label, properties = preprocess_case(data, label, spacing, plan.target_spacing, plan.channel_names,
                                                      plan.intensities, plan.image_order, plan.linear_labels,
-                                                     separate_z_order=plan.separate_z_order)
+                                                     source=case.name, separate_z_order=plan.separate_z_order)
         buffer = io.BytesIO()
         arrays = {"data": out.astype(np.float32)}
         if out_label is not None:
@@ -106,7 +111,7 @@ def preprocess_cases(cases: list[Case], plan: Plan, out_root: Path,
         np.savez(buffer, **arrays)
         atomic_write_bytes(folder / "cases" / f"{case.name}.npz", buffer.getvalue())
         # The properties file is written last: its presence marks the case as complete.
-        record = {**properties.to_dict(), "sources": signatures[case.name]}
+        record = {**properties.to_dict(), "sources": signatures[case.name], "resampling": RESAMPLING}
         atomic_write_text(folder / "cases" / f"{case.name}.json", json.dumps(record) + "\n")
     return folder, len(todo)
 

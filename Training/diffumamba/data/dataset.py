@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-__all__ = ["Case", "RawDataset", "check_finite", "replacing_nonfinite"]
+__all__ = ["Case", "RawDataset", "check_finite", "nonfinite_count", "replacing_nonfinite"]
 
 # Set by ``train --replace-nonfinite`` around the reading of cases (fingerprint and preprocessing).
 _REPLACE_NONFINITE = contextvars.ContextVar("diffumamba_replace_nonfinite", default=False)
@@ -164,3 +164,13 @@ def check_finite(array: np.ndarray, source, replace: Optional[bool] = None) -> n
     fixed[bad] = minimum
     print(f"{source}: replaced {count} NaN/Inf voxel(s) with the image's minimum ({float(minimum):g})", flush=True)
     return fixed
+
+
+def nonfinite_count(array: np.ndarray) -> int:
+    """How many values of ``array`` are NaN/Inf. The usual answer, none, comes from the float64 sum, without a
+    boolean temporary the size of the array: NaN/Inf make the sum non-finite and float32 values cannot overflow it
+    (float64 values can; then every value is tested)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(np.sum(array, dtype=np.float64)):
+            return 0
+    return int(np.count_nonzero(~np.isfinite(array)))

@@ -6,8 +6,9 @@ original shape, so it lies exactly on the input grid (the caller copies the inpu
 
 Resampling keeps the voxel *boxes* aligned (like ``skimage.transform.resize``, which nnU-Net uses): the
 first and last voxel edges of both grids coincide, so resampling there and back does not drift.
-Images use cubic B-spline (or linear) interpolation, label maps nearest neighbour or linear
-interpolation of each label's mask followed by argmax (smoother boundaries at large zoom factors).
+Images use cubic B-spline (linear along an axis of 2 voxels: see ``resample_array``) or linear interpolation,
+label maps nearest neighbour or linear interpolation of each label's mask followed by argmax (smoother
+boundaries at large zoom factors).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .dataset import check_finite
+from .dataset import check_finite, nonfinite_count
 from .fingerprint import nonzero_bbox
 
-__all__ = ["CaseProperties", "resampled_shape", "resample_array", "resample_image", "slice_axis", "resample_labels",
-           "normalise",
-           "preprocess_case", "restore_to_original"]
+__all__ = ["CaseProperties", "ResamplingError", "resampled_shape", "resample_array", "resample_image", "slice_axis",
+           "resample_labels", "normalise", "preprocess_case", "restore_to_original"]
 
 
 @dataclass
@@ -48,16 +48,48 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spaci
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing))
 
 
+class ResamplingError(ValueError):
+    """Resampling turned finite values into NaN/Inf: a defect of the interpolation, never of the image."""
+
+
 def resample_array(array: np.ndarray, new_shape: Sequence[int], order: int = 3) -> np.ndarray:
     """Resample a (z, y, x) or (y, x) array to ``new_shape`` with box-aligned grids.
 
-    ``order``: 0 nearest, 1 linear, 3 cubic B-spline.
-    """
-    import SimpleITK as sitk
+    ``order``: 0 nearest, 1 linear, 3 cubic B-spline. Cubic interpolation is not used along an axis of 2 voxels:
+    ITK's B-spline interpolator (sitkBSpline) mirrors an index of its 4-voxel support only once, so on such an axis
+    the index 3 (needed from the continuous index 1 on, i.e. in the last quarter of the box) becomes -1 and reads
+    memory outside the coefficients. Measured with SimpleITK 2.5.7 against scipy's mirrored B-spline: axes of 1, 3
+    and more voxels agree to 1e-7, an axis of 2 voxels gives wrong values (off by 0.03 on unit noise, and at
+    random, between runs, values near 3e38 or NaN: 37 of LIDC's 993 nodule crops have 2 slices). Such an axis is
+    resampled linearly, after cubic interpolation within each of its slices (linearly everywhere if fewer than
+    two axes are longer); any other shape is resampled as before.
 
+    Raises ResamplingError if finite values come out as NaN/Inf (the shapes are in the message).
+    """
     new_shape = tuple(int(n) for n in new_shape)
     if tuple(array.shape) == new_shape:
         return array.copy()
+    short = [axis for axis, n in enumerate(array.shape) if n == 2]
+    if order == 3 and short:
+        if array.ndim - len(short) < 2:
+            return resample_array(array, new_shape, order=1)
+        axis = short[0]
+        in_plane = [n for a, n in enumerate(new_shape) if a != axis]
+        slices = np.stack([resample_array(plane, in_plane, order=3) for plane in np.moveaxis(array, axis, 0)], axis)
+        return resample_array(slices, new_shape, order=1)
+    resampled = _resample(array, new_shape, order)
+    bad = nonfinite_count(resampled)
+    if bad and not nonfinite_count(array):
+        kind = {0: "nearest-neighbour", 1: "linear", 3: "cubic B-spline"}[order]
+        raise ResamplingError(f"{kind} resampling of a {' x '.join(map(str, array.shape))} array to "
+                              f"{' x '.join(map(str, new_shape))} made {bad} NaN/Inf values from finite ones: a defect "
+                              "of the resampling; please report it with these shapes")
+    return resampled
+
+
+def _resample(array: np.ndarray, new_shape: tuple[int, ...], order: int) -> np.ndarray:
+    import SimpleITK as sitk
+
     interpolator = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline}[order]
     source = sitk.GetImageFromArray(array.astype(np.float32, copy=False))
     # Source voxels are unit boxes; target voxels subdivide the same extent.
@@ -141,7 +173,8 @@ def preprocess_case(data: np.ndarray, label: np.ndarray | None, spacing: Sequenc
     (``slice_axis``; models imported from nnU-Net), instead of with ``image_order`` like the other axes.
 
     NaN/Inf voxels are refused (``source`` names the file in the error), or replaced inside
-    ``dataset.replacing_nonfinite``: one of them would spread through resampling and normalisation."""
+    ``dataset.replacing_nonfinite``: one of them would spread through resampling and normalisation. A NaN/Inf
+    that preprocessing itself makes is refused too (ValueError naming ``source``), so no cache holds one."""
     data = check_finite(data, source)
     box = nonzero_bbox(data)
     cropped = data[(slice(None), *box)]
@@ -151,8 +184,15 @@ def preprocess_case(data: np.ndarray, label: np.ndarray | None, spacing: Sequenc
     # Normalise before resampling, as nnU-Net does, so CT clipping happens on the original HU values.
     normalised = normalise(cropped, channel_names, intensities)
     axis = slice_axis(spacing, target_spacing) if separate_z_order is not None else None
-    resampled = np.stack([resample_image(channel, shape, image_order, axis, separate_z_order or 0)
-                          for channel in normalised])
+    try:
+        resampled = np.stack([resample_image(channel, shape, image_order, axis, separate_z_order or 0)
+                              for channel in normalised])
+    except ResamplingError as err:
+        raise ValueError(f"{source}: {err}") from None
+    bad = nonfinite_count(resampled)
+    if bad:
+        raise ValueError(f"{source}: preprocessing made {bad} NaN/Inf values from finite voxels (values beyond "
+                         "float32's range?); check the image's values")
     out_label = None
     if label is not None:
         out_label = resample_labels(label[box], shape, linear_labels)

@@ -60,7 +60,7 @@ def load_cases(folder: Path, roles: CaseRoles, seed: int, cache: Optional[dict] 
         original = case(name)
         if name in roles.corrupted:
             label = corrupt_label(original.label, roles.corrupted[name], roles.corrupt_voxels, rng)
-            labelled.append(TrainingCase.from_arrays(name, original.data, label, seed))
+            labelled.append(TrainingCase.from_arrays(name, original.data, label, seed, original.source))
         else:
             labelled.append(original)
     unlabelled = [case(n) for n in roles.unlabeled] if with_unlabeled else []

@@ -12,7 +12,8 @@ patch lands is the same either way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -27,9 +28,11 @@ class TrainingCase:
     data: np.ndarray                     # (C, *spatial) float32
     label: np.ndarray                    # (*spatial) integer
     locations: dict[int, np.ndarray] = field(default_factory=dict)  # class -> (N, ndim) voxel indices
+    source: Optional[Path] = None        # the cache file the data came from (named in errors)
 
     @classmethod
-    def from_arrays(cls, name: str, data: np.ndarray, label: np.ndarray, seed: int = 0) -> "TrainingCase":
+    def from_arrays(cls, name: str, data: np.ndarray, label: np.ndarray, seed: int = 0,
+                    source: Optional[Path] = None) -> "TrainingCase":
         rng = np.random.default_rng(seed)
         locations = {}
         for value in np.unique(label):
@@ -39,15 +42,23 @@ class TrainingCase:
             if len(where) > MAX_LOCATIONS:
                 where = where[rng.choice(len(where), MAX_LOCATIONS, replace=False)]
             locations[int(value)] = where
-        return cls(name, data, label, locations)
+        return cls(name, data, label, locations, source)
 
     @classmethod
     def from_cache(cls, folder, name: str, seed: int = 0) -> "TrainingCase":
-        """A case from the preprocessed cache of a plan (``data.cache``)."""
+        """A case from the preprocessed cache of a plan (``data.cache``). Cached data with NaN/Inf values (written
+        before preprocessing refused them: cubic resampling of 2-slice images could make some) raises ValueError
+        naming the file: every step that drew from it would end in a NaN loss."""
         from ..data.cache import load_case
+        from ..data.dataset import nonfinite_count
 
         data, label, _ = load_case(folder, name)
-        return cls.from_arrays(name, data, label, seed=seed)
+        source = Path(folder) / "cases" / f"{name}.npz"
+        bad = nonfinite_count(data)
+        if bad:
+            raise ValueError(f"cached case {name} ({source}) holds {bad} NaN/Inf values: delete that file and run "
+                             "again (the case is then preprocessed anew)")
+        return cls.from_arrays(name, data, label, seed=seed, source=source)
 
 
 class PatchSampler:

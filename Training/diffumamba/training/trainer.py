@@ -35,6 +35,7 @@ from ..nets import NetworkConfig, build_network
 from .prior_augmentation import perturb_prior
 from .augmentation import training_transforms
 from ..checkpoint import load_checkpoint, load_method_tensors, save_checkpoint
+from ..data.dataset import nonfinite_count
 from .losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
 from .methods import build_method
 from .sampling import PatchSampler, TrainingCase
@@ -126,6 +127,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
         self.start_epoch, self.best_dice = 0, -1.0
         self._prior_rng, self._click_rng, self._transforms = None, None, None
+        self.batch_cases: list[str] = []      # the cases drawn for the current step (named when its loss is NaN)
         self.spatial_plan = None
         if settings.augment and settings.spatial_augmentation != "in-patch":
             from .spatial_augmentation import spatial_plan
@@ -284,6 +286,7 @@ class Trainer:
 
     def _step(self, epoch: int = 0, index: int = 0) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
+        self.batch_cases = []
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             loss, scalars = self.method.loss()
         self._check_finite_loss(loss, epoch, index)
@@ -307,8 +310,25 @@ class Trainer:
             kept = f"last.safetensors holds epoch {epoch}" if epoch else "no checkpoint was written"
             raise NonFiniteLossError(
                 f"non-finite loss at epoch {epoch + 1} iteration {index + 1}: {float(loss.detach()):g} "
-                f"(in {self.out_dir}; {kept}); look for NaN/Inf voxels or extreme values in the training images, "
-                "or lower --lr")
+                f"(in {self.out_dir}; {kept}); {self._batch_report()}look for NaN/Inf voxels or extreme values in "
+                "the training images, or lower --lr")
+
+    def _batch_report(self) -> str:
+        """Which cases this process's batch came from, and which of them hold NaN/Inf in their (cached) data: where
+        to look first, among hundreds of cases, when the loss turns NaN."""
+        names = list(dict.fromkeys(self.batch_cases))
+        if not names:
+            return ""
+        report = f"the batch held case(s) {', '.join(names)}; "
+        cases = {case.name: case for case in [*self.unlabeled_cases, *self.train_cases]}
+        for name in names:
+            bad = nonfinite_count(cases[name].data) if name in cases else 0
+            if bad and cases[name].source:
+                report += (f"the preprocessed cache of {name}, {cases[name].source}, holds {bad} NaN/Inf values: "
+                           "delete that file and run again to preprocess it anew; ")
+            elif bad:
+                report += f"the preprocessed data of {name} holds {bad} NaN/Inf values; "
+        return report
 
     def _average_method_gradients(self) -> None:
         """The method's own modules (Diff-CL's denoiser and projection head) run outside DistributedDataParallel,
@@ -329,6 +349,7 @@ class Trainer:
     def draw(self, sampler: PatchSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented batch on the device: images (B, C, *patch) float, labels (B, 1, *patch) long."""
         data, label = sampler.batch()
+        self.batch_cases.extend(sampler.drawn)
         images, labels = torch.from_numpy(data), torch.from_numpy(label)
         prior, transforms = self._prior_rng is not None, self._transforms
         if transforms is not None:
@@ -429,7 +450,7 @@ def parameter_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_dec
 
 def hide_label(case: TrainingCase) -> TrainingCase:
     """An unlabelled case: its label is replaced by zeros, so no code path can learn from it."""
-    return TrainingCase(case.name, case.data, np.zeros_like(case.label), {})
+    return TrainingCase(case.name, case.data, np.zeros_like(case.label), {}, case.source)
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int]:
