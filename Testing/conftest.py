@@ -102,6 +102,28 @@ def train_tiny(dataset, root, name="run", network="diffumamba", epochs=1, iterat
     return root / name / "last.safetensors"
 
 
+@pytest.fixture(scope="session")
+def correction_model(tmp_path_factory):
+    """A correction model trained briefly on the phantoms (transport, not accuracy) and the phantoms: one per session,
+    shared by the correct/serve tests."""
+    from diffumamba.cli import main
+
+    root = tmp_path_factory.mktemp("correction")
+    phantoms = write_phantoms(root / "Dataset900_Phantom")
+    assert main(["train", str(phantoms), "--preprocessed", str(root / "pre"), "--run-dir", str(root / "run"),
+                 "--fold", "all", "--epochs", "1", "--iterations", "3", "--features", "4", "8", "--max-patch", "16",
+                 "32", "32", "--no-amp", "--network", "resunet", "--task", "correction"]) == 0
+    return root / "run" / "last.safetensors", phantoms
+
+
+def tumour_point(phantoms, case="c0"):
+    """The phantom's tumour centre in LPS mm, and the image."""
+    image = sitk.ReadImage(str(phantoms / "imagesTr" / f"{case}_0000.nii.gz"))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(phantoms / "labelsTr" / f"{case}.nii.gz")))
+    centre = np.argwhere(label > 0).mean(0)[::-1]
+    return list(image.TransformContinuousIndexToPhysicalPoint([float(c) for c in centre])), image
+
+
 CT_STATS = {"mean": 2.3, "std": 100.5, "percentile_00_5": -456.6, "percentile_99_5": 90.0}
 
 

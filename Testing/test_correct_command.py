@@ -11,26 +11,12 @@ import SimpleITK as sitk
 
 from diffumamba.cli import main
 
-from conftest import write_phantoms
+from conftest import tumour_point
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A correction model trained briefly on the phantoms (transport, not accuracy) and the phantoms."""
-    root = tmp_path_factory.mktemp("correction")
-    phantoms = write_phantoms(root / "Dataset900_Phantom")
-    assert main(["train", str(phantoms), "--preprocessed", str(root / "pre"), "--run-dir", str(root / "run"),
-                 "--fold", "all", "--epochs", "1", "--iterations", "3", "--features", "4", "8", "--max-patch", "16",
-                 "32", "32", "--no-amp", "--network", "resunet", "--task", "correction"]) == 0
-    return root / "run" / "last.safetensors", phantoms
-
-
-def tumour_point(phantoms, case="c0"):
-    """The phantom's tumour centre in LPS mm, and the image."""
-    image = sitk.ReadImage(str(phantoms / "imagesTr" / f"{case}_0000.nii.gz"))
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(phantoms / "labelsTr" / f"{case}.nii.gz")))
-    centre = np.argwhere(label > 0).mean(0)[::-1]
-    return list(image.TransformContinuousIndexToPhysicalPoint([float(c) for c in centre])), image
+@pytest.fixture
+def model(correction_model):
+    return correction_model
 
 
 def test_correct_writes_a_mask_on_the_image_grid_keeping_fixed_slices(model, tmp_path, capsys):
@@ -125,7 +111,7 @@ def test_the_worker_answers_line_by_line_and_survives_bad_requests(model, tmp_pa
     by_id = {r.get("id"): r for r in replies[1:]}
     assert by_id[1]["ok"] and by_id[1]["clicks"] == 1 and (tmp_path / "a.nii.gz").is_file()
     assert not by_id[2]["ok"] and "lies outside the image" in by_id[2]["error"]
-    assert not by_id[None]["ok"] and "not a JSON line" in by_id[None]["error"]
+    assert not by_id[None]["ok"] and "not valid JSON" in by_id[None]["error"]
     assert not by_id[4]["ok"] and "unknown command 'dance'" in by_id[4]["error"]
     assert by_id[5]["ok"] and (tmp_path / "c.nii.gz").is_file() and by_id[6]["quit"]
     assert len(replies) == 7

@@ -203,3 +203,31 @@ def test_two_predicts_into_one_folder_do_not_mix(checkpoint, tmp_path):
     assert first.returncode == 0, first_err
     assert second.returncode == 2 and f"another run is writing {out} (pid {first.pid})" in second_err, second_err
     assert sorted(p.name for p in out.iterdir()) == [f"case{i}.nii.gz" for i in range(4)]   # no lock, no partials
+
+
+def test_predict_keeps_an_existing_file_of_the_same_name_unless_overwrite(checkpoint, tmp_path, capsys):
+    """Issue 28, D17: an edited segmentation already in --out is named and kept (exit 2, before any case is predicted);
+    --overwrite replaces it; an output that would be the input itself is refused even with --overwrite."""
+    import shutil
+
+    root, model_path = checkpoint
+    image_path = next((root / "Dataset900_Phantom" / "imagesTs").iterdir())
+    out = tmp_path / "out"
+    out.mkdir()
+    edited = out / "phantom03.nii.gz"
+    edited.write_bytes(b"a clinician's edited GTV")
+    assert main(["predict", str(image_path), "--model", str(model_path), "--out", str(out), "--progress", "none"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "already holds phantom03.nii.gz, which this run would replace" in error[0], error
+    assert "--overwrite" in error[0] and edited.read_bytes() == b"a clinician's edited GTV"
+    assert main(["predict", str(image_path), "--model", str(model_path), "--out", str(out), "--progress", "none",
+                 "--overwrite"]) == 0
+    assert sitk.ReadImage(str(edited)).GetSize() == sitk.ReadImage(str(image_path)).GetSize()
+    same = tmp_path / "same"
+    same.mkdir()
+    shutil.copy(image_path, same / "phantom03.nii.gz")
+    before = (same / "phantom03.nii.gz").read_bytes()
+    assert main(["predict", str(same / "phantom03.nii.gz"), "--model", str(model_path), "--out", str(same),
+                 "--progress", "none", "--overwrite"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert (same / "phantom03.nii.gz").read_bytes() == before

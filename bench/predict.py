@@ -79,7 +79,7 @@ def run_once(checkpoint: Path, out: Path, threads: int, extra: list[str]) -> dic
     """One fresh ``diffumamba predict`` process: wall time, peak RSS and the time of each progress stage."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "diffumamba", "predict", str(LUNG1), "--model", str(checkpoint), "--out", str(out),
-               "--format", "nifti", "--progress", "json", *extra]
+               "--format", "nifti", "--progress", "json", "--overwrite", *extra]   # every round writes into one folder
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     stages, last = {}, ("start", start)

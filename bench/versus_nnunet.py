@@ -245,7 +245,7 @@ def predict_ours(work: Path, name: str, fold: int, images: list[Path], out: Path
     arm = OUR_ARMS[name]
     model = model or work / "arms" / (arm.models_of or name) / f"fold{fold}" / "last.safetensors"
     measured = run_measured([DIFFUMAMBA, "predict", *map(str, images), "--model", str(model), "--out", str(out),
-                             "--progress", "none", *arm.predict], None, log)
+                             "--progress", "none", "--overwrite", *arm.predict], None, log)
     return {"predict_seconds": measured["seconds"] / len(images), "predict_peak_mb": measured["peak_mb"]}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -29,18 +28,20 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..correction.request import parse_request
+    from ..correction.request import CorrectJob, check_outputs, decode_json, parse_request
     from .correction_service import CorrectionService
 
     if not args.clicks.is_file():
         raise FileNotFoundError(f"clicks file does not exist: {args.clicks}")
     try:
-        value = json.loads(args.clicks.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{args.clicks}: not valid JSON ({err}); see docs/correction.md") from None
-    request = parse_request(value, str(args.clicks))
+        text = args.clicks.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{args.clicks}: not a UTF-8 JSON file ({err}); see docs/correction.md") from None
+    job = CorrectJob(args.image, args.mask, args.output, parse_request(decode_json(text, str(args.clicks)),
+                                                                       str(args.clicks)))
+    check_outputs(job, options=True)                 # before the model is loaded: an output never replaces an input
     service = CorrectionService(args.model, args.device)
-    done = service.correct(args.image, args.mask, request, args.output, str(args.clicks))
+    done = service.correct(job, str(args.clicks))
     print(f"{args.image.name}: {done['clicks']} click(s), {len(done['fixed_slices'])} fixed slice(s) -> "
           f"{done['volume_ml']:.1f} ml ({done['changed_voxels']} voxels changed) in {done['seconds']:.2f} s; "
           f"wrote {args.output}")

@@ -1,7 +1,9 @@
 """What ``correct`` and ``serve`` share: a correction model loaded once, images read once, one request answered.
 
-The worker keeps images by path (and modification time), so the clicks of one session pay for reading the CT
-once; every answer is written atomically and verified before it is reported.
+The worker keeps the last image by path and content (``files.content_digest``: a file or DICOM folder rewritten
+with its modification time kept is read again), so the clicks of one session pay for reading the CT once; every
+answer is written atomically and verified before it is reported, under a lock on the output file, so a reply
+never describes a file another run replaced.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class CorrectionService:
         self._images: dict = {}
 
     def image(self, path: Path):
-        """(InputCase, (1, z, y, x) float32 array, spacing z, y, x) of ``path``, read once per modification."""
+        """(InputCase, (1, z, y, x) float32 array, spacing z, y, x) of ``path``, read again when its content changes."""
+        from ..files import content_digest
         from ..inference.inputs import find_inputs
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"image does not exist: {path}")
-        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        key = (str(path.resolve()), content_digest(path))
         if key not in self._images:
             import SimpleITK as sitk
 
@@ -56,25 +59,28 @@ class CorrectionService:
             self._images = {key: (case, array, tuple(reversed(case.image.GetSpacing())))}   # one image at a time
         return self._images[key]
 
-    def correct(self, image: Path, mask: Optional[Path], request, output: Path, source: str) -> dict:
-        """Answer one request; returns what was done (volume, changed voxels, seconds)."""
+    def correct(self, job, source: str) -> dict:
+        """Answer one ``CorrectJob`` (validated: ``request.parse_job`` / ``check_outputs``); returns what was done
+        (volume, changed voxels, seconds). The output file is locked from the first read to the verified write."""
         from ..correction.request import drawn_slices, grid_clicks
+        from ..files import file_lock
         from ..propagation.prior_mask import read_prior_mask
 
         started = time.perf_counter()
-        case, array, spacing = self.image(image)
-        current = (read_prior_mask(mask, case, what="current mask", allow_empty=True).astype(bool) if mask
-                   else np.zeros(array.shape[1:], bool))
-        clicks = grid_clicks(request, case.image, source)
-        drawn = drawn_slices(current, request.fixed_slices, source)
-        if not clicks and drawn is None:
-            raise ValueError(f"{source}: no click and no fixed slice: nothing to correct")
-        corrected = self.corrector.correct(array, spacing, current, clicks, drawn)
-        write_mask(corrected, case.image, Path(output))
+        with file_lock(job.output, "output file"):
+            case, array, spacing = self.image(job.image)
+            current = (read_prior_mask(job.mask, case, what="current mask", allow_empty=True, binary=True).astype(bool)
+                       if job.mask else np.zeros(array.shape[1:], bool))
+            clicks = grid_clicks(job.request, case.image, source)
+            drawn = drawn_slices(current, job.request.fixed_slices, source)
+            if not clicks and drawn is None:
+                raise ValueError(f"{source}: no click and no fixed slice: nothing to correct")
+            corrected = self.corrector.correct(array, spacing, current, clicks, drawn)
+            write_mask(corrected, case.image, Path(job.output))
         voxel_ml = float(np.prod(spacing)) / 1000.0
-        return {"output": str(output), "volume_ml": round(float(corrected.sum()) * voxel_ml, 3),
+        return {"output": str(job.output), "volume_ml": round(float(corrected.sum()) * voxel_ml, 3),
                 "changed_voxels": int((corrected != current).sum()), "clicks": len(clicks),
-                "fixed_slices": request.fixed_slices, "seconds": round(time.perf_counter() - started, 3)}
+                "fixed_slices": job.request.fixed_slices, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def write_mask(mask: np.ndarray, reference, path: Path) -> None:

@@ -38,6 +38,9 @@ def add_parser(commands) -> None:
                              "auto (default): what the model's plan says (lungs for the lung-cpu preset), else none")
     parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                         help="json: one JSON line per step on stderr for GUIs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs of the same name already in --out (refused otherwise: it may be an "
+                             "edited segmentation)")
     parser.set_defaults(run=run)
 
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                         replace_nonfinite=args.replace_nonfinite)
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    check_outputs(args, [name for name, _ in cases])
     created = not args.out.exists()
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,24 @@ def run(args: argparse.Namespace) -> int:
         others = f"; the other cases were written to {args.out}" if len(failed) < len(cases) else ""
         raise UserError(f"{len(failed)} of {len(cases)} case(s) failed: {', '.join(failed)} (reasons above){others}")
     return 0
+
+
+def check_outputs(args: argparse.Namespace, names: list[str]) -> None:
+    """Before any case is predicted: no output replaces an input file, and none replaces an existing file unless
+    --overwrite (files.check_not_an_input, files.refuse_existing: the rules every command follows)."""
+    from ..evaluation.images import case_id
+    from ..files import check_not_an_input, refuse_existing
+    from ..inference.outputs import output_paths
+
+    inputs = [p for p in args.inputs if p.is_file()]
+    inputs += [f for folder in args.inputs if folder.is_dir() for f in folder.iterdir() if f.is_file() and case_id(f)]
+    planned = [path for name in names for path in output_paths(args.out, name, args.formats, args.probabilities,
+                                                               args.uncertainty).values()]
+    for path in planned:
+        for source in inputs:
+            check_not_an_input(path, {"the input": source}, "--out")
+    if not args.overwrite:
+        refuse_existing(planned, "--out", "--overwrite")
 
 
 def _folder_error(folder: Path, err: OSError) -> OSError:

@@ -53,13 +53,13 @@ def add_parser(commands) -> None:
                             help="restrict refinement to the lungs' box on CT (auto: what the model's plan says)")
     parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                         help="json: one JSON line per step on stderr for GUIs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs of the same name already in --out (refused otherwise)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..inference.models import check_overlap, load_ensemble
-    from ..inference.outputs import write_prediction
-    from ..inference.predictor import Prediction
     from ..inference.progress import make_progress
     from ..propagation.pipeline import is_propagation_plan, propagate
     from ..propagation.prior_mask import read_prior_mask
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.different_patients:
         check_same_patient(prior, current, args.prior, args.current)
     prior_mask = read_prior_mask(args.prior_gtv, prior, args.prior_roi, args.prior_label)
+    planned = _planned_outputs(args, current.name)  # checked before registering: a refusal then costs nothing
 
     progress = make_progress(args.progress)
     try:
@@ -102,15 +103,7 @@ def run(args: argparse.Namespace) -> int:
                            overlap=overlap, device=device, crop=crop, search_margin_mm=args.search_margin_mm or None,
                            progress=lambda stage, fraction: progress.report(stage, 0.95 * fraction, current.name))
         progress.report("write", 0.95, current.name)
-        args.out.mkdir(parents=True, exist_ok=True)     # only now: a refused registration leaves no folder
-        with output_lock(args.out):                     # a second run into the same folder is refused
-            written = write_prediction(current, Prediction(result.labels), args.out, args.formats, label_names,
-                                       warn=lambda m: print(m, file=sys.stderr))
-            if args.save_registered:
-                written += _write_registered(current, result, args.out)
-            report_path = args.out / f"{current.name}_propagation.json"
-            _write_report(report_path, args, settings, result.report)
-            written.append(report_path)
+        written = _write_outputs(args, settings, current, result, label_names, planned)
         progress.report("done", 1.0, current.name)
     finally:
         progress.close()
@@ -118,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
     change = "n/a" if r["volume_change_percent"] is None else f"{r['volume_change_percent']:+.1f} %"
     print(f"{current.name}: prior GTV {r['prior_volume_ml']:.1f} ml -> current {r['current_volume_ml']:.1f} ml "
           f"({change}; {'refined by the model' if r['refined'] else 'registration only'}); Dice registered prior vs "
-          f"result {r['dice_registered_prior_vs_result']:.3f}; registration "
-          f"{sum(r['registration_seconds'].values()):.0f} s; wrote {', '.join(p.name for p in written)}")
+          f"result {r['dice_registered_prior_vs_result']:.3f}; "
+          + ("the scans are identical: nothing to register" if r["same_scan"] else
+             f"registration {sum(r['registration_seconds'].values()):.0f} s")
+          + f"; wrote {', '.join(p.name for p in written)}")
     return 0
 
 
@@ -159,7 +154,59 @@ def _one_case(path: Path, series_uid, modality, option: str):
     return cases[0][1]()
 
 
-def _write_registered(current, result, out: Path) -> list[Path]:
+def _planned_outputs(args: argparse.Namespace, name: str) -> dict[str, Path]:
+    """Every file this run may write into --out, checked against the rules every command follows before any work:
+    --out is a folder we can write in, no output replaces an input, none replaces an existing file unless
+    --overwrite (files.check_writable_folder, check_not_an_input, refuse_existing)."""
+    from ..files import check_not_an_input, check_writable_folder, refuse_existing
+    from ..inference.outputs import output_paths
+
+    check_writable_folder(args.out, "--out")
+    planned = output_paths(args.out, name, args.formats)
+    if args.save_registered:
+        planned["registered GTV"] = args.out / f"{name}_registered_prior_gtv.nii.gz"
+        planned["registered image"] = args.out / f"{name}_registered_prior.nii.gz"
+    planned["report"] = args.out / f"{name}_propagation.json"
+    for path in planned.values():
+        check_not_an_input(path, {"--prior": args.prior, "--prior-gtv": args.prior_gtv, "--current": args.current},
+                           "--out")
+    if not args.overwrite:
+        refuse_existing(planned.values(), "--out", "--overwrite")
+    return planned
+
+
+def _write_outputs(args, settings, current, result, label_names, planned: dict[str, Path]) -> list[Path]:
+    """The GTV in every --format, the registered prior (--save-registered) and the report, all or none: if one
+    fails (a full disk), the others written by this run are removed and the error says so."""
+    from ..files import OutputError
+    from ..inference.outputs import write_prediction
+    from ..inference.predictor import Prediction
+
+    created = not args.out.exists()
+    args.out.mkdir(parents=True, exist_ok=True)        # only now: a refused registration leaves no folder
+    written: list[Path] = []
+    try:
+        with output_lock(args.out):                     # a second run into the same folder is refused
+            written += write_prediction(current, Prediction(result.labels), args.out, args.formats, label_names,
+                                        warn=lambda m: print(m, file=sys.stderr))
+            if args.save_registered:
+                _write_registered(current, result, planned, written)
+            written.append(planned["report"])
+            _write_report(planned["report"], args, settings, result.report)
+    except BaseException as err:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()
+        if isinstance(err, OSError) and written:
+            raise OutputError(err.errno, f"{err}; the {len(written) - 1} file(s) this run had written to {args.out} "
+                                         "were removed, so nothing of it is left") from err
+        raise
+    return written
+
+
+def _write_registered(current, result, planned: dict[str, Path], written: list[Path]) -> None:
+    """Appends each path to ``written`` before writing it, so a failure removes it too."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -167,10 +214,9 @@ def _write_registered(current, result, out: Path) -> list[Path]:
 
     mask = sitk.GetImageFromArray(result.warped_prior.astype(np.uint8))
     mask.CopyInformation(current.image)
-    paths = [out / f"{current.name}_registered_prior_gtv.nii.gz", out / f"{current.name}_registered_prior.nii.gz"]
-    write_image_atomic(mask, paths[0])
-    write_image_atomic(result.warped_prior_image, paths[1])
-    return paths
+    for image, key in ((mask, "registered GTV"), (result.warped_prior_image, "registered image")):
+        written.append(planned[key])
+        write_image_atomic(image, planned[key])
 
 
 def _write_report(path: Path, args, settings, report: dict) -> None:

@@ -34,25 +34,40 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     service = CorrectionService(args.model, args.device)
     service.corrector.warm_up()
-    reply({"ready": True, "seconds": round(time.perf_counter() - started, 3), "model": [str(m) for m in args.model]})
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        answer = handle(service, line)
-        reply(answer)
-        if answer.get("quit"):
-            break
+    try:
+        reply({"ready": True, "seconds": round(time.perf_counter() - started, 3),
+               "model": [str(m) for m in args.model]})
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            answer = handle(service, line)
+            reply(answer)
+            if answer.get("quit"):
+                break
+    except BrokenPipeError:
+        _reader_gone()
     return 0
 
 
+def _reader_gone() -> None:
+    """Nobody reads the replies any more (the client closed its end): stop as at the end of input, with one line
+    on stderr and no traceback, also not from the interpreter flushing stdout at exit."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print("diffumamba serve: the reader of stdout went away; stopping", file=sys.stderr)
+
+
 def handle(service, line: str) -> dict:
-    """The reply to one request line; every user error becomes ``{"ok": false, "error": ...}``."""
+    """The reply to one request line; every user error becomes ``{"ok": false, "error": ...}``.
+
+    The line is validated into a typed ``CorrectJob`` before any work (``correction.request``)."""
     from ..cli import describe, is_user_error
-    from ..correction.request import parse_request
+    from ..correction.request import decode_json, parse_job
 
     request_id = None
     try:
-        value = json.loads(line)
+        value = decode_json(line, "request")
         request_id = value.get("id") if isinstance(value, dict) else None
         command = value.get("command") if isinstance(value, dict) else None
         if command == "quit":
@@ -60,16 +75,9 @@ def handle(service, line: str) -> dict:
         if command == "ping":
             return {"id": request_id, "ok": True}
         if command != "correct":
-            raise ValueError(f"unknown command {command!r}; use correct, ping or quit")
-        for key in ("image", "output"):
-            if not isinstance(value.get(key), str):
-                raise ValueError(f"request {request_id}: '{key}' must be a path")
-        source = f"request {request_id}"
-        done = service.correct(Path(value["image"]), Path(value["mask"]) if value.get("mask") else None,
-                               parse_request(value, source), Path(value["output"]), source)
-        return {"id": request_id, "ok": True, **done}
-    except json.JSONDecodeError as err:
-        return {"id": request_id, "ok": False, "error": f"not a JSON line ({err})"}
+            raise ValueError(f"unknown command {repr(command)[:40]}; use correct, ping or quit")
+        source = f"request {json.dumps(request_id)[:40]}"
+        return {"id": request_id, "ok": True, **service.correct(parse_job(value, source), source)}
     except Exception as err:
         if not is_user_error(err):
             raise

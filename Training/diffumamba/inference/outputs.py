@@ -10,11 +10,25 @@ import numpy as np
 from .inputs import InputCase
 from .predictor import Prediction
 
-__all__ = ["FORMATS", "write_prediction"]
+__all__ = ["FORMATS", "write_prediction", "output_paths"]
 
 FORMATS = ("nifti", "nrrd", "seg.nrrd", "dicom-seg", "rtstruct")
 DICOM_FORMATS = ("dicom-seg", "rtstruct")
 COLOR = (255, 0, 0)
+
+
+def output_paths(out: Path, name: str, formats: Sequence[str], probabilities: bool = False,
+                 uncertainty: bool = False) -> dict[str, Path]:
+    """What ``write_prediction`` may write for case ``name``, by format (and ``probabilities``/``uncertainty``): one
+    list of names, so a run can refuse before any work to replace what is there (``files.refuse_existing``)."""
+    suffixes = {"nifti": ".nii.gz", "nrrd": ".nrrd", "seg.nrrd": ".seg.nrrd", "dicom-seg": "_seg.dcm",
+                "rtstruct": "_rtstruct.dcm"}
+    paths = {fmt: Path(out) / f"{name}{suffixes[fmt]}" for fmt in FORMATS if fmt in formats}
+    if probabilities:
+        paths["probabilities"] = Path(out) / f"{name}_probabilities.nii.gz"
+    if uncertainty:
+        paths["uncertainty"] = Path(out) / f"{name}_uncertainty.nii.gz"
+    return paths
 
 
 def write_prediction(case: InputCase, prediction: Prediction, out: Path, formats: Sequence[str],
@@ -49,15 +63,17 @@ def _write_all(case, prediction, out, formats, label_names, warn, written) -> No
         return image
 
     labels = prediction.labels.astype(np.uint8)
-    for fmt, suffix in (("nifti", ".nii.gz"), ("nrrd", ".nrrd")):
+    paths = output_paths(out, case.name, formats, prediction.probabilities is not None,
+                         prediction.uncertainty is not None)
+    for fmt in ("nifti", "nrrd"):
         if fmt in formats:
-            written.append(out / f"{case.name}{suffix}")
+            written.append(paths[fmt])
             write_image_atomic(image_on_input_grid(labels), written[-1])
     present = {v: n for v, n in label_names.items() if v != 0 and (labels == v).any()}
     if "seg.nrrd" in formats:
         from .seg_nrrd import write_seg_nrrd
 
-        written.append(out / f"{case.name}.seg.nrrd")
+        written.append(paths["seg.nrrd"])
         write_seg_nrrd(labels, {v: n for v, n in label_names.items() if v != 0}, case.image, written[-1],
                        colors={v: COLOR for v in label_names})
     if not present and any(f in DICOM_FORMATS for f in formats):
@@ -65,24 +81,24 @@ def _write_all(case, prediction, out, formats, label_names, warn, written) -> No
     elif "dicom-seg" in formats:
         from ..dicom.seg import write_seg
 
-        written.append(out / f"{case.name}_seg.dcm")
+        written.append(paths["dicom-seg"])
         write_seg(labels, present, case.slices, written[-1], colors={v: COLOR for v in present},
                   software_version=_version())
     if present and "rtstruct" in formats:
         from ..dicom.rtstruct_writer import RoiMask, write_rtstruct
 
-        written.append(out / f"{case.name}_rtstruct.dcm")
+        written.append(paths["rtstruct"])
         write_rtstruct([RoiMask(name, labels == value, COLOR) for value, name in present.items()], case.slices,
                        written[-1])
     if prediction.probabilities is not None:
-        written.append(out / f"{case.name}_probabilities.nii.gz")
+        written.append(paths["probabilities"])
         foreground = prediction.probabilities[1:].astype(np.float32)     # one map per foreground class
         if len(foreground) == 1:
             write_image_atomic(image_on_input_grid(foreground[0]), written[-1])
         else:
             write_image_atomic(image_on_input_grid(np.moveaxis(foreground, 0, -1), vector=True), written[-1])
     if prediction.uncertainty is not None:
-        written.append(out / f"{case.name}_uncertainty.nii.gz")
+        written.append(paths["uncertainty"])
         write_image_atomic(image_on_input_grid(prediction.uncertainty.astype(np.float32)), written[-1])
 
 

@@ -18,7 +18,7 @@ from .registration import (WHAT_TO_DO, Registration, RegistrationError, Registra
 from .warp import jacobian_range, warp_image, warp_mask
 
 __all__ = ["PropagationResult", "propagate", "is_propagation_plan", "PRIOR_MASK_CHANNEL", "check_registration",
-           "MAX_FINAL_METRIC", "MAX_RIGID_METRIC", "MIN_INSIDE_BODY"]
+           "same_scan", "MAX_FINAL_METRIC", "MAX_RIGID_METRIC", "MIN_INSIDE_BODY"]
 
 PRIOR_MASK_CHANNEL = "noNorm"   # nnU-Net's name for a channel left unnormalised
 SEARCH_MARGIN_MM = 15.0         # growth of a 3 cm GTV to twice its volume moves its surface ~4 mm; plus registration error
@@ -67,7 +67,12 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
     report = progress or (lambda stage, fraction: None)
     mask_image = sitk.GetImageFromArray(prior_mask.astype(np.uint8))
     mask_image.CopyInformation(prior)
-    registration = register(current, prior, settings, progress=lambda s, f: report(s, 0.6 * f), prior_mask=mask_image)
+    identical = same_scan(current, prior)
+    if identical:
+        registration = Registration(sitk.Euler3DTransform(), sitk.Euler3DTransform())   # nothing moved: the identity
+    else:
+        registration = register(current, prior, settings, progress=lambda s, f: report(s, 0.6 * f),
+                                prior_mask=mask_image)
     try:
         warped_image = warp_image(prior, current, registration.transform)
         warped = sitk.GetArrayFromImage(warp_mask(mask_image, current, registration.transform)).astype(np.uint8)
@@ -105,8 +110,21 @@ def propagate(current, prior, prior_mask: np.ndarray, settings: Optional[Registr
     result = PropagationResult(labels, warped, warped_image, registration, refined)
     result.report = propagation_report(prior_mask, prior, warped, labels, current, registration, refined, jacobian)
     result.report["search_margin_mm"] = search_margin_mm if refined else None
+    result.report["same_scan"] = identical
     report("done", 1.0)
     return result
+
+
+def same_scan(current, prior) -> bool:
+    """Whether the two scans are one: same grid, same voxels. The registration is then the identity, by definition;
+    registering would only add the optimiser's wander (on a synthetic phantom, whose noise gives mutual information
+    little to hold on to, enough to fail the quality gates: issue 28, D16)."""
+    import SimpleITK as sitk
+
+    from ..geometry import grid_differences
+
+    return not grid_differences(current, prior) and np.array_equal(sitk.GetArrayViewFromImage(current),
+                                                                  sitk.GetArrayViewFromImage(prior))
 
 
 def check_registration(registration: Registration, warped: np.ndarray, current, jacobian) -> None:
@@ -163,5 +181,10 @@ def propagation_report(prior_mask, prior, warped, labels, current, registration:
             "volume_change_percent": round(100.0 * (current_ml - prior_ml) / prior_ml, 1) if prior_ml else None,
             "dice_registered_prior_vs_result": round(2 * overlap / total, 4) if total else 1.0,
             "refined": refined, "registration_seconds": {k: round(v, 1) for k, v in registration.seconds.items()},
-            "rigid_metric": round(registration.rigid_metric, 4), "final_metric": round(registration.final_metric, 4),
+            "rigid_metric": _rounded(registration.rigid_metric), "final_metric": _rounded(registration.final_metric),
             "jacobian_min": round(jac_min, 3), "jacobian_max": round(jac_max, 3)}
+
+
+def _rounded(metric: float):
+    """A metric for the JSON report: None when there was none (identical scans: nothing was registered)."""
+    return round(float(metric), 4) if np.isfinite(metric) else None

@@ -19,19 +19,21 @@ from ..dicom.roi_choice import DEFAULT_PATTERN as DEFAULT_ROI
 
 
 def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None,
-                    what: str = "prior GTV", allow_empty: bool = False) -> np.ndarray:
+                    what: str = "prior GTV", allow_empty: bool = False, binary: bool = False) -> np.ndarray:
     """(z, y, x) uint8 mask on the grid of ``prior`` (an ``InputCase``: its image, and its DICOM slices if any).
-    ``what`` names the mask in errors; an empty mask is refused unless ``allow_empty``."""
+    ``what`` names the mask in errors; an empty mask is refused unless ``allow_empty``. A label map must hold
+    labels (whole numbers >= 0: a CT given as the mask is refused, not read as "> 0"); with ``binary`` only 0 and 1,
+    as the masks we write are (a multi-label map would otherwise be merged into one GTV without a word)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} does not exist: {path}")
     name = path.name.lower()
     if name.endswith(".seg.nrrd"):
-        mask = _from_seg_nrrd(path, prior.image, roi)
+        mask = _from_seg_nrrd(path, prior.image, roi, what)
     elif _dicom_modality(path) is not None:
         mask = _from_dicom(path, _dicom_modality(path), prior, roi)
     else:
-        mask = _from_label_map(path, prior.image, label)
+        mask = _from_label_map(path, prior.image, label, what, binary)
     if not mask.any() and not allow_empty:
         raise ValueError(f"the {what} from {path.name} is empty on its scan's grid")
     return mask.astype(np.uint8)
@@ -88,7 +90,7 @@ def _from_dicom(path: Path, modality: str, prior, roi: Optional[str]) -> np.ndar
     raise ValueError(f"{path.name} is a DICOM {modality} object; the prior GTV must be an RTSTRUCT or a SEG")
 
 
-def _from_seg_nrrd(path: Path, reference, roi: Optional[str]) -> np.ndarray:
+def _from_seg_nrrd(path: Path, reference, roi: Optional[str], what: str) -> np.ndarray:
     import SimpleITK as sitk
     import slicerio
 
@@ -110,26 +112,40 @@ def _from_seg_nrrd(path: Path, reference, roi: Optional[str]) -> np.ndarray:
     image.SetOrigin([float(v) for v in matrix[:3, 3]])
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection([float(v) for v in (matrix[:3, :3] / spacing).ravel()])
-    return _on_grid(image, reference, path.name)
+    return _on_grid(image, reference, path.name, what)
 
 
-def _from_label_map(path: Path, reference, label: Optional[int]) -> np.ndarray:
+def _from_label_map(path: Path, reference, label: Optional[int], what: str, binary: bool) -> np.ndarray:
     import SimpleITK as sitk
 
     from ..imageio import read_scalar_image
 
     image = read_scalar_image(path, "expected a label map")
     array = sitk.GetArrayFromImage(image)
+    _check_labels(array, path, what, binary and label is None)
     if label is not None:
         if not (array == label).any():
             raise ValueError(f"{path.name} has no voxel of label {label}; it has {sorted(np.unique(array).tolist())}")
         array = array == label
     mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
     mask.CopyInformation(image)
-    return _on_grid(mask, reference, path.name)
+    return _on_grid(mask, reference, path.name, what)
 
 
-def _on_grid(mask, reference, source: str) -> np.ndarray:
+def _check_labels(array: np.ndarray, path: Path, what: str, binary: bool) -> None:
+    """Refuse a "label map" that holds no labels (negative or fractional values: a CT, a probability map) or,
+    with ``binary``, more than 0 and 1. Minimum and maximum only: np.unique would sort a whole CT."""
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    fractional = np.issubdtype(array.dtype, np.floating) and bool(np.any(array != np.round(array)))
+    if low < 0 or fractional or (binary and high > 1):
+        kind = "0/1 mask" if binary else "label map (whole numbers >= 0)"
+        raise ValueError(f"{path.name} is not a {kind}: its values run from {low:g} to {high:g}"
+                         + (", not all whole numbers" if fractional else "") + f"; give the {what} as a 0/1 label "
+                         "map (as predict, correct and the Slicer module write)" + ("" if binary else
+                                                                                  " or choose a label"))
+
+
+def _on_grid(mask, reference, source: str, what: str = "prior GTV") -> np.ndarray:
     """``mask`` on ``reference``'s grid: as is when the grids agree, else nearest-neighbour resampled."""
     import SimpleITK as sitk
 
@@ -139,5 +155,6 @@ def _on_grid(mask, reference, source: str) -> np.ndarray:
         return sitk.GetArrayFromImage(mask) > 0
     moved = sitk.GetArrayFromImage(sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     if not moved.any() and sitk.GetArrayViewFromImage(mask).any():
-        raise ValueError(f"the prior GTV in {source} lies outside the prior scan (different physical space)")
+        raise ValueError(f"the {what} in {source} lies outside its scan (another physical space: was it drawn on "
+                         "another scan?)")
     return moved
