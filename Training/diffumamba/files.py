@@ -282,8 +282,9 @@ def refuse_existing(paths, option: str = "--out", overwrite: str = "--overwrite"
     if existing:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         names = ", ".join(p.name for p in existing[:3]) + more
+        them = "it" if len(existing) == 1 else "them"
         raise OutputError(errno.EEXIST, f"{existing[0].parent} already holds {names}, which this run would "
-                                        f"replace; move them away, choose another {option}, or add {overwrite}")
+                                        f"replace; move {them} away, choose another {option}, or add {overwrite}")
 
 
 def check_writable_folder(folder: Path, option: str = "--out") -> None:
