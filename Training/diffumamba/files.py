@@ -300,8 +300,7 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     try:
-        with tempfile.TemporaryFile(dir=existing, prefix=".diffumamba-probe-"):
-            pass
+        tempfile.TemporaryFile(dir=existing, prefix=".diffumamba-probe-").close()   # removed as it closes
     except OSError as err:
         raise write_error(folder, err) from err
 
