@@ -61,7 +61,7 @@ class DiffUMambaSegParameterNode:
     outputSegmentation: slicer.vtkMRMLSegmentationNode
     exportFormat: Annotated[str, Choice(list(logic.EXPORT_FORMATS))] = "seg.nrrd"
     exportFolder: Path
-    correctionModelPath: Path                # a checkpoint or package trained with train --task correction
+    correctionModelPath: Path                # when no catalog click model is chosen (train --task correction)
     includePoints: slicer.vtkMRMLMarkupsFiducialNode
     excludePoints: slicer.vtkMRMLMarkupsFiducialNode
 
@@ -80,9 +80,10 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor = EmbeddedEditor(self.ui.segmentEditorWidget, slicer.mrmlScene)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiffUMambaSegLogic()
-        self.correction = CorrectionPanel(self.ui, self.logic.correction, self.editor, qt.QTimer(), slicer.mrmlScene)
         self.panel = Panel(self.ui, self.logic, self.editor, None, MODULE_DIR / "Resources" / "Models.json",
-                           onResult=self.correction.restart)
+                           onResult=lambda: self.correction.restart())
+        self.correction = CorrectionPanel(self.ui, self.logic.correction, self.editor, qt.QTimer(), slicer.mrmlScene,
+                                          self.panel.entries, self.panel.cache)   # the catalog's click models
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()

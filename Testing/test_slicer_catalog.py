@@ -20,7 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DiffUMambaSeg"))
 
-from DiffUMambaSegLib.catalog import CatalogError, describe, load_catalog  # noqa: E402
+from DiffUMambaSegLib.catalog import CatalogError, describe, for_task, load_catalog, version_key  # noqa: E402
 from DiffUMambaSegLib.model_cache import ChecksumError, ModelCache, ModelFileError, package_verifier  # noqa: E402
 from DiffUMambaSegLib.model_download import DownloadJob  # noqa: E402
 from package_files import write_package  # noqa: E402
@@ -46,7 +46,16 @@ def model_file(tmp_path, content=b"weights"):
 
 def test_the_shipped_catalog_and_its_schema_parse():
     entries = load_catalog(REPO / "DiffUMambaSeg" / "Resources" / "Models.json")
-    assert {e.task for e in entries} <= {"segmentation", "propagation"}
+    assert {e.task for e in entries} <= {"segmentation", "propagation", "correction"}
+    for entry in entries:                  # every shipped file: there, as listed, verified, of the entry's task
+        if not entry.shipped:
+            continue
+        shipped = REPO / "DiffUMambaSeg" / "Resources" / entry.url
+        assert shipped.is_file() and shipped.stat().st_size == entry.size_bytes, entry.id
+        assert hashlib.sha256(shipped.read_bytes()).hexdigest() == entry.sha256, entry.id
+        if shipped.suffix == ".zip":
+            package_verifier().verify_package(shipped)
+            assert json.loads(zipfile.ZipFile(shipped).read("plan.json"))["task"] == entry.task, entry.id
     preview = [e for e in entries if e.task == "segmentation"][0]           # what the panel offers by default
     assert preview.id == "gtv-lung-preview" and preview.shipped
     shipped = REPO / "DiffUMambaSeg" / "Resources" / preview.url
@@ -61,6 +70,33 @@ def test_the_shipped_catalog_and_its_schema_parse():
     schema = json.loads((REPO / "DiffUMambaSeg" / "Resources" / "Models-schema.json").read_text())
     assert set(schema["properties"]["models"]["items"]["required"]) == {
         "id", "name", "version", "task", "input_channels", "url", "sha256", "license"}
+
+
+def test_correction_models_are_a_task_of_their_own_with_the_highest_version_the_default(tmp_path):
+    """Issue 29: the click model list offers the catalog's correction models, the highest version first (the first
+    listed among equal versions); the segmentation list never offers one, nor the click list a segmentation model."""
+    def entry(id, version, task):
+        return {"id": id, "name": id, "version": version, "task": task, "input_channels": ["CT"],
+                "url": f"Models/{id}-{version}.zip", "sha256": "0" * 64, "license": "CC-BY-4.0"}
+
+    (tmp_path / "Models.json").write_text(json.dumps({"models": [
+        entry("gtv-lung", "1.0.0", "segmentation"), entry("click-lesion", "0.9.0", "correction"),
+        entry("click-lesion", "0.10.0", "correction"), entry("click-other", "0.10.0", "correction"),
+        entry("gtv-lung", "2.0.0", "segmentation"), entry("prior", "1.0", "propagation")]}))
+    entries = load_catalog(tmp_path / "Models.json")
+    shown = [(e.id, e.version) for e in for_task(entries, "correction")]
+    assert shown == [("click-lesion", "0.10.0"), ("click-lesion", "0.9.0"), ("click-other", "0.10.0")]
+    shown = [(e.id, e.version) for e in for_task(entries, "segmentation")]
+    assert shown == [("gtv-lung", "2.0.0"), ("gtv-lung", "1.0.0")]
+    assert for_task(entries[:1], "correction") == [] and for_task([], "segmentation") == []
+    assert "Task: correction (input: CT)" in describe(for_task(entries, "correction")[0], ModelCache(tmp_path / "c"))
+    assert sorted(["1.0.0", "0.10.0", "1.0.0rc1", "0.9.1", "1.0"], key=version_key) == [
+        "0.9.1", "0.10.0", "1.0", "1.0.0rc1", "1.0.0"]
+    semantic = ["0.10.0", "1.0.0", "0.2.0", "1.0.0-rc.1", "1.0.0-alpha", "1.0.0-alpha.2", "1.0.0-rc.10"]
+    assert sorted(semantic, key=version_key) == ["0.2.0", "0.10.0", "1.0.0-alpha", "1.0.0-alpha.2", "1.0.0-rc.1",
+                                                 "1.0.0-rc.10", "1.0.0"]   # as the command line's built-in lookup
+    schema = json.loads((REPO / "DiffUMambaSeg" / "Resources" / "Models-schema.json").read_text())
+    assert "correction" in schema["properties"]["models"]["items"]["properties"]["task"]["enum"]
 
 
 @pytest.mark.parametrize("change, message", [

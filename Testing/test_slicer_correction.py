@@ -66,6 +66,10 @@ def start_from_half_gtv(session, widget, phantoms, ct, tmp_path):
 
 
 def use_correction_model(widget, checkpoint):
+    """The model list's last item ("Checkpoint or zip": not the catalog's click model), then the file."""
+    combo = widget.ui.correctionModelComboBox
+    combo.currentIndex = combo.count - 1
+    assert widget.ui.correctionModelPathLineEdit.enabled
     widget.ui.correctionModelPathLineEdit.currentPath = str(checkpoint)
     widget.ui.deviceComboBox.currentIndex = 1                        # cpu
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-REPORTED = (1, 3, 5, 10)
+REPORTED = (1, 2, 3, 5, 10)
 
 
 def fold_of(dataset: Path) -> dict[str, int]:
@@ -139,8 +139,8 @@ def table(rows: list[dict], latency: dict | None, args) -> str:
              f"Mean over {len({r['case'] for r in rows})} lung CTs, each corrected by the model of the fold that held it "
              f"out; {args.clicks} simulated clicks; NoC@X counts {args.clicks} when X is never reached (failed: how "
              "many cases never reach it).", "",
-             "| start | method | cases | Dice 0 | 1 click | 3 | 5 | 10 | NoC@85 | NoC@90 | failed @85 / @90 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| start | method | cases | Dice 0 | 1 click | 2 | 3 | 5 | 10 | NoC@85 | NoC@90 | failed @85 / @90 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     drawn = [r for r in rows if r["start"] == "two drawn slices"]
     rows = [r for r in rows if r["start"] != "two drawn slices"]
     for start in sorted(dict.fromkeys(r["start"] for r in rows)):
@@ -149,7 +149,7 @@ def table(rows: list[dict], latency: dict | None, args) -> str:
             lines.append(f"| {start} | {method} | {s['cases']} | {s['dice0']:.3f} | " +
                          " | ".join(f"{s[f'dice{k}']:.3f}" for k in REPORTED) + f" | {s['noc85']:.1f} | "
                          f"{s['noc90']:.1f} | {s['failed85']} / {s['failed90']} |")
-    lines += ["", "Per case (Dice after 0 / 1 / 3 / 5 / 10 clicks, GTV ml):", ""]
+    lines += ["", "Per case (Dice after 0 / 1 / 2 / 3 / 5 / 10 clicks, GTV ml):", ""]
     for r in sorted(rows, key=lambda r: (r["start"], r["case"], r["method"])):
         lines.append(f"- {r['case']}, {r['start']}, {r['method']} ({r['gtv_ml']:.1f} ml): " +
                      " / ".join(f"{r['dice'][min(k, len(r['dice']) - 1)]:.3f}" for k in (0, *REPORTED)))
@@ -161,15 +161,62 @@ def table(rows: list[dict], latency: dict | None, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def target_lines(rows: list[dict], lidc: list[dict], latency: dict | None) -> list[str]:
+    """Issue 29's targets, each with the measured figure and whether it is met."""
+    from correct_lesions import size_group
+    from diffumamba.correction.session import clicks_to_reach
+
+    lines = ["| target | measured | met |", "|---|---|---|"]
+
+    def add(what, value, ok):
+        lines.append(f"| {what} | {value} | {'yes' if ok else '**no**'} |")
+
+    click = [r for r in rows if r["start"] == "(c) click"]
+    model = [r for r in click if r["method"] == "model"]
+    grow = {r["case"]: r for r in click if r["method"] == "grow from seeds"}
+    if model:
+        at3 = statistics.mean(r["dice"][min(3, len(r["dice"]) - 1)] for r in model)
+        add("NSCLC GTVs from one click: mean Dice after 3 clicks >= 0.75", f"{at3:.3f}", at3 >= 0.75)
+        noc = statistics.mean(clicks_to_reach(r["dice"], 0.85) for r in model)
+        add("NSCLC GTVs: NoC@85 <= 5", f"{noc:.1f}", noc <= 5)
+        worse = [k for k in range(1, len(model[0]["dice"]))
+                 if statistics.mean(r["dice"][k] for r in model) <= statistics.mean(grow[r["case"]]["dice"][k]
+                                                                                  for r in model)]
+        add("NSCLC GTVs: above Grow from seeds at every click count 1-10",
+            "at every count" if not worse else "not at " + ", ".join(map(str, worse)), not worse)
+    chosen = [r for r in lidc if r["view"] == "pasted" and r["method"] == "model" and r["diameter_mm"] >= 10]
+    if chosen:
+        median = statistics.median(r["dice"][1] for r in chosen)
+        add(f"held-out LIDC nodules >= 10 mm (pasted, {len(chosen)}): median Dice after 1 click >= 0.80",
+            f"{median:.3f}", median >= 0.80)
+    crops = [r for r in lidc if r["view"] == "crop" and r["method"] == "model" and r["diameter_mm"] >= 10]
+    if crops:
+        median = statistics.median(r["dice"][1] for r in crops)
+        add(f"the same nodules as native crops ({len(crops)}): median Dice after 1 click >= 0.80", f"{median:.3f}",
+            median >= 0.80)
+    if latency:
+        small = latency.get("click", [])
+        if small:
+            p95 = float(np.percentile(small, 95))
+            add("p95 seconds per click, lesions up to 150 ml, full-size CT <= 1 s", f"{p95:.2f}", p95 <= 1.0)
+        add("worker start-up <= 10 s", f"{latency['startup']:.2f}", latency["startup"] <= 10)
+    return lines
+
+
 def latency_lines(latency: dict, args) -> str:
     model, grow = latency["model"], latency["grow from seeds"]
     lines = ["| one correction, full-size CT | clicks | p50 s | p95 s | max s | p50 ratio to baseline |",
-             "|---|---|---|---|---|---|",
-             f"| model ({args.threads} CPU threads) | {len(model)} | {np.percentile(model, 50):.2f} | "
-             f"{np.percentile(model, 95):.2f} | {max(model):.2f} | "
-             f"{np.percentile(model, 50) / np.percentile(grow, 50):.2f} |",
-             f"| grow from seeds (baseline) | {len(grow)} | {np.percentile(grow, 50):.2f} | "
-             f"{np.percentile(grow, 95):.2f} | {max(grow):.2f} | 1.00 |"]
+             "|---|---|---|---|---|---|"]
+    if model:
+        lines += [f"| model, from propagation ({args.threads} CPU threads) | {len(model)} | "
+                  f"{np.percentile(model, 50):.2f} | {np.percentile(model, 95):.2f} | {max(model):.2f} | "
+                  f"{np.percentile(model, 50) / np.percentile(grow, 50):.2f} |",
+                  f"| grow from seeds (baseline) | {len(grow)} | {np.percentile(grow, 50):.2f} | "
+                  f"{np.percentile(grow, 95):.2f} | {max(grow):.2f} | 1.00 |"]
+    click = latency.get("click")
+    if click:
+        lines.append(f"| model from one click, GTVs up to 150 ml | {len(click)} | {np.percentile(click, 50):.2f} | "
+                     f"{np.percentile(click, 95):.2f} | {max(click):.2f} | |")
     large = latency.get("large")
     if large:
         lines.append(f"| model, large GTV ({large['gtv_ml']:.0f} ml, LUNG1-001 grown x2.5) | {len(large['seconds'])} | "
@@ -195,8 +242,9 @@ def starts_of(case: str, args) -> dict:
 
     image, label = read_case(args.dataset, case)
     starts = {}
-    followup, truth, warped = propagation_start(image, label, args.seed)
-    starts["(a) propagation"] = (followup, truth, warped)
+    if "propagation" in args.starts:
+        followup, truth, warped = propagation_start(image, label, args.seed)
+        starts["(a) propagation"] = (followup, truth, warped)
     if args.predictions and (args.predictions / f"{case}.nii.gz").exists():
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(args.predictions / f"{case}.nii.gz"))) > 0
         starts["(b) prediction"] = (image, sitk.GetArrayFromImage(label) > 0, predicted)
@@ -222,7 +270,7 @@ def case_rows(case: str, fold: int, checkpoint: Path, args) -> list[dict]:
     """Every start and method for one case (from the cache when its checkpoint and settings are unchanged)."""
     key = {"checkpoint": str(checkpoint), "mtime": checkpoint.stat().st_mtime, "clicks": args.clicks,
            "seed": args.seed, "predictions": bool(args.predictions and (args.predictions / f"{case}.nii.gz").exists()),
-           "progressive": not args.whole_box}
+           "progressive": not args.whole_box, "starts": sorted(args.starts)}
     cached = args.cache / f"{case}.json" if args.cache else None
     if cached is not None and cached.exists():
         saved = json.loads(cached.read_text())
@@ -250,13 +298,21 @@ def measure_latency(cases: dict, args) -> dict:
     """Seconds per correction, model and baseline, start (a) of every case; the large GTV; worker start-up."""
     import SimpleITK as sitk
 
-    found = {"model": [], "grow from seeds": []}
+    found = {"model": [], "grow from seeds": [], "click": []}
     corrector = None
     for case, checkpoint in cases.items():
         corrector = load_models(checkpoint, not args.whole_box)
-        scan, reference, start = starts_of(case, args)["(a) propagation"]
-        for method, (_, seconds) in sessions(corrector, scan, reference, start, args.clicks).items():
-            found[method] += seconds
+        starts = starts_of(case, args)
+        if "(a) propagation" in starts:
+            scan, reference, start = starts["(a) propagation"]
+            for method, (_, seconds) in sessions(corrector, scan, reference, start, args.clicks).items():
+                found[method] += seconds
+        scan, reference, _ = starts["(c) click"]
+        if reference.sum() * np.prod(scan.GetSpacing()) / 1000 <= 150:      # the target's lesions: up to 150 ml
+            array = sitk.GetArrayFromImage(scan).astype(np.float32)
+            spacing = tuple(reversed(scan.GetSpacing()))
+            found["click"] += session(lambda mask, clicks: corrector.correct(array[None], spacing, mask, clicks),
+                                      reference, np.zeros(reference.shape, bool), spacing, args.clicks)[1]
         print(f"{case}: latency measured", flush=True)
     if args.large:                   # time only: the last fold's model (it may have seen this patient)
         image, label = read_case(args.dataset, "nsclc_radiomics_lung1_001")
@@ -272,14 +328,23 @@ def measure_latency(cases: dict, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, required=True, help="the lung dataset (with splits_final.json)")
-    parser.add_argument("--models", type=Path, required=True, help="folder with foldK/last.safetensors")
+    parser.add_argument("--dataset", type=Path, help="the lung dataset (with splits_final.json unless --model)")
+    parser.add_argument("--models", type=Path, help="folder with foldK/last.safetensors")
+    parser.add_argument("--model", type=Path,
+                        help="one checkpoint or package for every case instead of fold models: one that saw none of "
+                             "them (the click model's held-out run, scripts/click_model.sh)")
+    parser.add_argument("--lidc-vois", type=Path, help="lidc_idri_nodule_vois: score held-out nodules by size")
+    parser.add_argument("--lidc-dataset", type=Path, help="the pasted lesion dataset the --model run trained on")
+    parser.add_argument("--lidc-run", type=Path, help="the run whose validation fold holds the held-out nodules")
+    parser.add_argument("--lidc-limit", type=int, help="every held-out nodule >= 10 mm and smaller ones up to N in all")
     parser.add_argument("--predictions", type=Path, help="held-out segmentation predictions CASE.nii.gz (start b)")
     parser.add_argument("--clicks", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="+", help="only these cases")
     parser.add_argument("--cache", type=Path, help="folder keeping each case's accuracy rows")
+    parser.add_argument("--starts", nargs="+", choices=["propagation", "click"], default=["propagation", "click"],
+                        help="starting points of the lung cases (prediction: whenever --predictions has the case)")
     parser.add_argument("--latency", action="store_true", help="also time every click (on a quiet machine)")
     parser.add_argument("--large", action="store_true", help="with --latency: also time a ~400 ml GTV")
     parser.add_argument("--whole-box", action="store_true",
@@ -290,21 +355,37 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    cases, folds = {}, fold_of(args.dataset)
+    cases, folds = {}, {}
+    if args.dataset and args.model:
+        folds = {p.name.split(".")[0]: "held out" for p in sorted((args.dataset / "labelsTr").iterdir())}
+    elif args.dataset:
+        folds = fold_of(args.dataset)
     for case, fold in sorted(folds.items()):
-        checkpoint = args.models / f"fold{fold}" / "last.safetensors"
+        checkpoint = args.model or args.models / f"fold{fold}" / "last.safetensors"
         if (args.cases and case not in args.cases) or not checkpoint.exists():
             print(f"{case}: skipped ({'not chosen' if args.cases and case not in args.cases else f'no {checkpoint}'})")
             continue
         cases[case] = checkpoint
-    if not cases:
+    if args.dataset and not cases:
         raise SystemExit("no case had a model: train them with scripts/correction_models.sh")
     rows = [row for case, checkpoint in cases.items() for row in case_rows(case, folds[case], checkpoint, args)]
+    lidc = []
+    if args.lidc_vois:
+        from correct_lesions import lidc_rows
+
+        lidc = lidc_rows(args, load_models(args.model), session)
     latency = measure_latency(cases, args) if args.latency else None
-    report = table(rows, latency, args)
+    report = table(rows, latency, args) if rows else ""
+    if lidc:
+        from correct_lesions import lidc_table
+
+        report += ("\n## LIDC nodules of held-out patients, from one click\n\nMedian (mean) Dice from an empty mask; "
+                   "pasted: in a chest CT's context; crop: the native crop alone.\n\n"
+                   + "\n".join(lidc_table(lidc, REPORTED)) + "\n")
+    report += "\n## Targets (issue 29)\n\n" + "\n".join(target_lines(rows, lidc, latency)) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "latency": latency}, indent=1))
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "lidc": lidc, "latency": latency}, indent=1))
     print(report)
     return 0
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
 
-__all__ = ["CatalogError", "ModelEntry", "load_catalog", "resolve_url", "describe"]
+__all__ = ["CatalogError", "ModelEntry", "load_catalog", "resolve_url", "describe", "for_task", "version_key"]
 
 REQUIRED = ("id", "name", "version", "task", "input_channels", "url", "sha256", "license")
-TASKS = ("segmentation", "propagation")
+TASKS = ("segmentation", "propagation", "correction")    # correction: the click model of "Correct with clicks"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")   # ids and versions: they become cache folder names
@@ -157,6 +157,28 @@ def load_catalog(path: Path) -> list[ModelEntry]:
                                   item.get("description", ""), item.get("size_bytes"), dict(item.get("seconds", {})),
                                   item.get("intended_use", ""), dict(item.get("accuracy", {})), folder, resolved))
     return entries
+
+
+def version_key(version: str) -> tuple:
+    """Orders versions by semantic-versioning precedence: "0.10.0" after "0.9.1", "1.0" before "1.0.1", a
+    pre-release before its release ("1.0.0-alpha" < "1.0.0-alpha.2" < "1.0.0-rc.1" < "1.0.0-rc.10" < "1.0.0"), and
+    a release part that is not a number ("0rc1") before any number in its place (so "1.0.0rc1" < "1.0.0" too)."""
+    core, dash, pre = version.partition("-")
+    release = tuple((1, int(part), "") if part.isdigit() else (0, 0, part) for part in core.split("."))
+    if not dash:
+        return release, (1,)
+    return release, (0, tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in pre.split(".")))
+
+
+def for_task(entries, task: str) -> list:
+    """The entries of ``task`` as a model list shows them: the default first (the highest version of that task; the
+    first listed among equal versions), then the others in catalog order. A model of one task is never offered for
+    another (a click model is not a segmentation model, nor the reverse)."""
+    chosen = [entry for entry in entries if entry.task == task]
+    if not chosen:
+        return []
+    default = max(chosen, key=lambda entry: version_key(entry.version))   # max keeps the first of equal versions
+    return [default] + [entry for entry in chosen if entry is not default]
 
 
 def _name_problem(key: str, value) -> str:

@@ -141,9 +141,10 @@ class ClickCorrection:
         self.follow_undo(read)              # an undo since the last result: its points go before anything is sent
         inputs = read()
         if inputs.segmentation is None or inputs.volume is None or not inputs.segment_id:
-            raise ValueError("Segment or Propagate first: there is no GTV to correct.")
+            raise ValueError("Segment or Propagate first, or press Segment from a click: there is no GTV to correct.")
         if inputs.model is None:
-            raise ValueError("Choose a correction model (a checkpoint trained with 'train --task correction').")
+            raise ValueError("Choose a correction model (the catalog's click model, or a checkpoint trained with "
+                             "'train --task correction').")
         if not inputs.model.is_file():
             raise FileNotFoundError(f"The correction model {inputs.model} does not exist: choose it again.")
         session = self._session(inputs)

@@ -13,8 +13,8 @@ import re
 import sys
 import traceback
 
-from .commands import (convert, correct, demo, evaluate, experiment, export, import_nnunet, info, network, package,
-                       predict, preprocess, propagate, serve, train)
+from .commands import (convert, correct, demo, evaluate, experiment, export, grow_from_seeds, import_nnunet, info,
+                       network, package, predict, preprocess, propagate, serve, train)
 from .files import OutputError
 
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, info, network, convert, preprocess, train, evaluate, experiment, predict, propagate, correct,
-                   serve, export, package, import_nnunet):
+                   grow_from_seeds, serve, export, package, import_nnunet):
         module.add_parser(commands)
     return parser
 

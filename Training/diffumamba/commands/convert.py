@@ -62,12 +62,28 @@ def add_parser(commands) -> None:
     for sub in (longitudinal, simulate):
         add_registration_arguments(sub)
 
+    lidc = sources.add_parser(
+        "lidc", help="LIDC-IDRI nodule crops (lidc_idri_nodule_vois), as they are or pasted into whole chest CTs",
+        description="Every crop of the folder (image/, mask/, metadata.csv) becomes a case named after its patient "
+                    "and nodule (LIDC-IDRI-0001_n1); dataset.json records the pattern that keeps a patient's cases "
+                    "in one fold. With --host, each crop's lesion is pasted into the hosts' lungs instead "
+                    "(parenchyma or pleura, scaled 0.8-1.25, imaged at the host's slice thickness or the host on "
+                    "the lesion's slices; see docs/data.md) and the case is the --box-mm box around it.")
+    lidc.add_argument("source", type=Path, help="the lidc_idri_nodule_vois folder")
+    lidc.add_argument("--host", nargs="+", action="append", metavar="CT",
+                      help="CT [TUMOUR]: a chest CT (image file or DICOM series folder) to paste into, and its tumour "
+                           "to keep away from (a label map on its grid, or a Lung-PET-CT-Dx boxes.json); repeat")
+    lidc.add_argument("--host-dataset", type=Path, action="append", metavar="DATASET",
+                      help="every case of a raw dataset as a host, its label as the tumour to keep away from")
+    lidc.add_argument("--pastes", type=int, default=1, help="cases per crop, each pasted anew (default 1)")
+    lidc.add_argument("--box-mm", type=float, default=80.0, help="side of a pasted case's box (default 80 mm)")
+    lidc.add_argument("--seed", type=int, default=0, help="of the placements (default 0)")
     pairs.add_argument("source", type=Path, help="folder holding the cases")
     longitudinal.add_argument("source", type=Path, help="folder holding the cases")
     simulate.add_argument("dataset", type=Path, help="nnU-Net raw dataset folder (imagesTr, labelsTr, dataset.json)")
     dicom.add_argument("cases", type=Path, nargs="+", metavar="CASE_FOLDER",
                        help="one folder per case (e.g. a shell glob such as 'exports/LUNG1-*')")
-    for sub in (pairs, dicom, longitudinal, simulate):
+    for sub in (pairs, dicom, longitudinal, simulate, lidc):
         sub.add_argument("out", type=Path, help="dataset folder to create, e.g. Dataset010_Lung")
         sub.add_argument("--file-ending", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".mha"])
         mode = sub.add_mutually_exclusive_group()
@@ -105,7 +121,7 @@ def _convert(args, report, cases, channels, labels, task, aside) -> int:
     with build_aside(args.out) if aside else _nothing(args.out) as target:
         writer = DatasetWriter(target.folder, channels, labels, args.file_ending, overwrite=args.overwrite,
                                append=args.append, description=f"converted by diffumamba convert {args.source_kind}",
-                               task=task)
+                               task=task, group_pattern=getattr(args, "dataset_group_pattern", None))
         for name, reason in report.failed:
             tqdm.write(f"{name}: FAILED: {reason}")
         convert_cases(cases, writer, report, progress=lambda items: tqdm(items, desc="convert", unit="case"),
@@ -192,7 +208,37 @@ def _simulated_cases(args, report):
     return cases, propagation_channels(modality), ["GTV"], "propagation"
 
 
-_CASES = {"pairs": _pair_cases, "dicom": _dicom_cases, "longitudinal": _longitudinal_cases,
+def _lidc_cases(args, report):
+    from tqdm import tqdm
+
+    from ..convert.lidc_vois import GROUP_PATTERN, crop_cases, pasted_cases, read_host, read_voi_folder
+    from ..data.dataset import RawDataset
+    from ..data.lesion_pasting import Host
+
+    vois = read_voi_folder(args.source)
+    args.dataset_group_pattern = GROUP_PATTERN
+    specs = []
+    for items in args.host or []:
+        if len(items) not in (1, 2):
+            raise ValueError(f"--host takes CT [TUMOUR], got {len(items)} value(s)")
+        specs.append((Path(items[0]), Path(items[1]) if len(items) == 2 else None))
+    for dataset in args.host_dataset or []:
+        specs += [(case.images[0], case.label) for case in RawDataset(dataset).training_cases()]
+    if not specs:
+        return crop_cases(vois), ["CT"], ["lesion"], "segmentation"
+    if args.pastes < 1:
+        raise ValueError("--pastes must be at least 1")
+    hosts = []
+    for path, avoid in tqdm(specs, desc="hosts (lungs)", unit="CT"):
+        name, image, tumour = read_host(path, avoid)
+        host = Host.from_image(image, name, tumour)
+        if not host.lung.any():
+            raise ValueError(f"{path}: no lungs found (no enclosed air of 50 ml or more); is it a chest CT?")
+        hosts.append(host)
+    return pasted_cases(vois, hosts, args.pastes, args.seed, args.box_mm), ["CT"], ["lesion"], "segmentation"
+
+
+_CASES = {"lidc": _lidc_cases, "pairs": _pair_cases, "dicom": _dicom_cases, "longitudinal": _longitudinal_cases,
           "simulate": _simulated_cases}
 
 

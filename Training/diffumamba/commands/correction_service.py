@@ -1,4 +1,5 @@
-"""What ``correct`` and ``serve`` share: a correction model loaded once, images read once, one request answered.
+"""What ``correct``, ``grow-from-seeds`` and ``serve`` share: images read once, one request answered, the answer
+written safely; the correction model loaded once (``CorrectionService``) or Grow from seeds (``GrowFromSeedsService``).
 
 The worker keeps the last image by path and content (``files.content_digest``: a file or DICOM folder rewritten
 with its modification time kept is read again), so the clicks of one session pay for reading the CT once; every
@@ -14,28 +15,27 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["CorrectionService", "is_correction_plan"]
+__all__ = ["MaskService", "CorrectionService", "GrowFromSeedsService", "is_correction_plan", "write_mask"]
 
 
 def is_correction_plan(plan: dict) -> bool:
     return plan.get("task") == "correction"
 
 
-class CorrectionService:
-    """Args: model paths (checkpoints or packages, ensembled), device, overlap inside the lesion's box."""
+class MaskService:
+    """One correction of a mask by clicks (and drawn slices), from files to a verified file. Subclasses say how
+    the mask is corrected (``answer``) and which scans they read (``modality``: "CT", or None for any scan)."""
 
-    def __init__(self, models: Sequence[Path], device: str = "auto", overlap: float = 0.25, margin_mm: float = 20.0):
-        from ..correction.corrector import Corrector
-        from ..inference.models import check_overlap, load_ensemble
+    modality: Optional[str] = None
+    takes_fixed_slices = True
 
-        check_overlap(overlap)
-        ensemble = load_ensemble(models, device)
-        if not is_correction_plan(ensemble.plan):
-            raise ValueError(f"{Path(models[0]).name} is not a correction model (its task is "
-                             f"{ensemble.plan.get('task', 'segmentation')}); train one with 'train --task correction'")
-        self.plan = ensemble.plan
-        self.corrector = Corrector(ensemble.networks, ensemble.plan, ensemble.device, overlap, margin_mm)
+    def __init__(self):
         self._images: dict = {}
+
+    def answer(self, array: np.ndarray, spacing: tuple, current: np.ndarray, clicks: list,
+               drawn: Optional[np.ndarray]) -> np.ndarray:
+        """The corrected (z, y, x) bool mask of the (1, z, y, x) image ``array``."""
+        raise NotImplementedError
 
     def image(self, path: Path):
         """(InputCase, (1, z, y, x) float32 array, spacing z, y, x) of ``path``, read again when its content changes."""
@@ -49,8 +49,7 @@ class CorrectionService:
         if key not in self._images:
             import SimpleITK as sitk
 
-            cases = find_inputs([path], expected_modality=self.plan["channel_names"][0] if
-                                self.plan["channel_names"][0] == "CT" else None)
+            cases = find_inputs([path], expected_modality=self.modality)
             if len(cases) != 1:
                 raise ValueError(f"{path} must be one scan (a DICOM series folder or an image file); it holds "
                                  f"{len(cases)} images")
@@ -66,6 +65,9 @@ class CorrectionService:
         from ..files import file_lock
         from ..propagation.prior_mask import read_prior_mask
 
+        if job.request.fixed_slices and not self.takes_fixed_slices:
+            raise ValueError(f"{source}: {self.what} takes clicks only, not 'fixed_slices' (slices drawn by hand "
+                             "are for the correction model: diffumamba correct)")
         started = time.perf_counter()
         with file_lock(job.output, "output file"):
             case, array, spacing = self.image(job.image)
@@ -75,12 +77,50 @@ class CorrectionService:
             drawn = drawn_slices(current, job.request.fixed_slices, source)
             if not clicks and drawn is None:
                 raise ValueError(f"{source}: no click and no fixed slice: nothing to correct")
-            corrected = self.corrector.correct(array, spacing, current, clicks, drawn)
+            corrected = self.answer(array, spacing, current, clicks, drawn)
             write_mask(corrected, case.image, Path(job.output))
         voxel_ml = float(np.prod(spacing)) / 1000.0
         return {"output": str(job.output), "volume_ml": round(float(corrected.sum()) * voxel_ml, 3),
                 "changed_voxels": int((corrected != current).sum()), "clicks": len(clicks),
                 "fixed_slices": job.request.fixed_slices, "seconds": round(time.perf_counter() - started, 3)}
+
+
+class CorrectionService(MaskService):
+    """Args: model paths (checkpoints or packages, ensembled), device, overlap inside the lesion's box."""
+
+    def __init__(self, models: Sequence[Path], device: str = "auto", overlap: float = 0.25, margin_mm: float = 20.0):
+        from ..correction.corrector import Corrector
+        from ..inference.models import check_overlap, load_ensemble
+
+        super().__init__()
+        check_overlap(overlap)
+        ensemble = load_ensemble(models, device)
+        if not is_correction_plan(ensemble.plan):
+            raise ValueError(f"{Path(models[0]).name} is not a correction model (its task is "
+                             f"{ensemble.plan.get('task', 'segmentation')}); train one with 'train --task correction'")
+        self.plan = ensemble.plan
+        self.modality = "CT" if self.plan["channel_names"][0] == "CT" else None
+        self.corrector = Corrector(ensemble.networks, ensemble.plan, ensemble.device, overlap, margin_mm)
+
+    def answer(self, array, spacing, current, clicks, drawn):
+        return self.corrector.correct(array, spacing, current, clicks, drawn)
+
+
+class GrowFromSeedsService(MaskService):
+    """Grow from seeds (``correction.region_growing``, the click benchmark's baseline without AI) as one request:
+    the given mask is the session's start (its seeds), the clicks all of the session's clicks."""
+
+    takes_fixed_slices = False
+    what = "grow-from-seeds"
+
+    def __init__(self, margin_mm: float = 20.0):
+        super().__init__()
+        self.margin_mm = margin_mm
+
+    def answer(self, array, spacing, current, clicks, drawn):
+        from ..correction.region_growing import GrowFromSeeds
+
+        return GrowFromSeeds(array[0], spacing, start=current, margin_mm=self.margin_mm).correct(current, clicks)
 
 
 def write_mask(mask: np.ndarray, reference, path: Path) -> None:

@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment.statistics import compare, markdown_table
     from ..files import atomic_write_text
     from ..training.splits import case_groups
-    from .train import prepare_from_args, training_settings
+    from .train import prepare_from_args, set_threads, training_settings
 
+    set_threads(args.threads)
     if args.table_only:
         rows = experiment_rows(args.results)
         if not rows:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         baseline = args.baseline or experiment_arms(args.networks, args.methods)[0][0]
         spec = ExperimentSpec(networks=args.networks, baseline=baseline, n_folds=args.folds,
                               folds=args.fold_list if args.fold_list is not None else list(range(args.folds)),
-                              seeds=args.seeds, train_fraction=args.train_fraction, group_pattern=args.group_pattern,
+                              seeds=args.seeds, train_fraction=args.train_fraction, group_pattern=args.group_pattern or prepared.dataset.meta.get("group_pattern"),
                               batch_size=args.batch_size or prepared.plan.batch_size,
                               nsd_tolerance_mm=args.nsd_tolerance, training=training, methods=args.methods,
                               labeled_fraction=args.labeled_fraction, corrupt_fraction=args.corrupt_fraction,

@@ -33,9 +33,18 @@ def add_plan_arguments(parser: argparse.ArgumentParser, network: bool = True) ->
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="target spacing in mm instead of the data-driven one")
     parser.add_argument("--max-patch", type=int, nargs="+", metavar="N", help="upper bound of the patch size")
+    parser.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="the patch size itself (voxels of the target grid), instead of the median case shape "
+                             "capped by --max-patch: e.g. a lesion model whose cases are smaller than the context "
+                             "it should see (rounded down to the network's strides)")
     parser.add_argument("--features", type=int, nargs=2, metavar=("BASE", "MAX"),
                         help="features of the first stage and the cap (default 32 320)")
     parser.add_argument("--no-amp", action="store_true", help="plan for fp32 training (CPU)")
+    parser.add_argument("--task", default="auto", choices=["auto", "segmentation", "propagation", "correction"],
+                        help="propagation: train a refinement model on a dataset of (current scan, registered prior "
+                             "scan, registered prior GTV) channels; correction: train a click-correction model on any "
+                             "segmentation dataset (mask and clicks simulated, see docs/correction.md); auto: the "
+                             "dataset's own task (default). preprocess and train with the same --task share one cache")
 
 
 def run(args: argparse.Namespace) -> int:

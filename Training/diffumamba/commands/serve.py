@@ -13,18 +13,18 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from .correct import add_model_arguments, model_paths
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "serve", help="a correction worker: model loaded once, one JSON request per line (for the Slicer module)",
-        description="Load a correction model once and answer correction requests, one JSON object per line on "
-                    "stdin, one reply per line on stdout (docs/correction.md).")
+        description="Load a correction model once (by default the built-in click lesion model) and answer "
+                    "correction requests, one JSON object per line on stdin, one reply per line on stdout "
+                    "(docs/correction.md).")
     parser.add_argument("--stdio", action="store_true", required=True, help="requests on stdin, replies on stdout")
-    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="CHECKPOINT",
-                        help="correction checkpoint(s) or model packages (.zip), ensembled")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_model_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -32,11 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from .correction_service import CorrectionService
 
     started = time.perf_counter()
-    service = CorrectionService(args.model, args.device)
+    models = model_paths(args.model)
+    service = CorrectionService(models, args.device)
     service.corrector.warm_up()
     try:
         reply({"ready": True, "seconds": round(time.perf_counter() - started, 3),
-               "model": [str(m) for m in args.model]})
+               "model": [str(m) for m in models]})
         for line in sys.stdin:
             if not line.strip():
                 continue

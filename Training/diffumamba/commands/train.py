@@ -28,7 +28,12 @@ def add_parser(commands) -> None:
     add_training_arguments(parser)
     parser.add_argument("--validate-every", type=int, default=50, metavar="EPOCHS",
                         help="score the validation cases every EPOCHS epochs and after the last (0: never; then no best checkpoint)")
+    parser.add_argument("--validate-cases", type=int, metavar="N",
+                        help="score only a seeded N of the validation cases (a lesion dataset's fold holds hundreds)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                        help="start from this checkpoint's network weights (fine-tuning; same network and plan); "
+                             "a --resume continues from the run's own last checkpoint instead")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN/last.safetensors (same network, features, method and seed)")
     parser.add_argument("--overwrite", action="store_true",
@@ -44,8 +49,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``experiment``: splits, data budget and optimisation budget."""
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
     parser.add_argument("--group-pattern", metavar="REGEX",
-                        help="keep cases of one patient in one fold: a regex whose first group names the patient, "
-                             "e.g. '^(\\d+)_' (used when the splits are first made)")
+                        help="keep cases of one patient in one fold: a regex whose first matching group names the "
+                             "patient, e.g. '^(\\d+)_' (used when the splits are first made; default: the dataset's "
+                             "own 'group_pattern' in dataset.json, as 'convert lidc' writes it, else one case per "
+                             "patient)")
     parser.add_argument("--train-fraction", type=float, default=1.0,
                         help="train on a seeded subset of the fold's training cases (e.g. 0.16)")
     parser.add_argument("--epochs", type=int, default=1000)
@@ -60,6 +67,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
     parser.add_argument("--oversample", type=float, default=0.33, metavar="F",
                         help="fraction of each batch centred on foreground (default 0.33, nnU-Net's)")
+    parser.add_argument("--case-weight", nargs=2, action="append", metavar=("REGEX", "FACTOR"),
+                        help="draw the training cases whose name matches REGEX FACTOR times as often (repeatable), "
+                             "e.g. a few whole-CT tumours among many pasted nodules")
     parser.add_argument("--dice", choices=["sample", "batch"], default="sample",
                         help="Dice of the loss per sample, or pooled over the batch (nnU-Net's batch_dice)")
     parser.add_argument("--residual-init", choices=["he", "zero"], default="he",
@@ -67,11 +77,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                              "block's last norm (as nnU-Net ResEnc) and the segmentation heads, so training starts "
                              "from logits 0")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--task", default="auto", choices=["auto", "segmentation", "propagation", "correction"],
-                        help="propagation: train a refinement model on a dataset of (current scan, registered prior "
-                             "scan, registered prior GTV) channels; correction: train a click-correction model on any "
-                             "segmentation dataset (mask and clicks simulated, see docs/correction.md); auto: the "
-                             "dataset's own task (default)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads of PyTorch (default: PyTorch's, one per core); on a shared machine 1 may "
+                             "be several times faster than 2")
     parser.add_argument("--prior-dropout", type=float, default=0.2, metavar="P",
                         help="propagation: probability of hiding the prior channels from a training patch, so the "
                              "model also works without a usable prior (default 0.2; 1.0 trains a no-prior model)")
@@ -130,7 +138,24 @@ def training_settings(args: argparse.Namespace, seed: int, validate_every: int =
                          zero_init_residual=args.residual_init == "zero",
                          seed=seed, device=args.device, prior_dropout=args.prior_dropout,
                          prior_perturb=args.prior_perturb, task=task, method=getattr(args, "method", "supervised"),
-                         method_options=method_options(args))
+                         method_options=method_options(args), case_weights=parse_case_weights(args.case_weight))
+
+
+def parse_case_weights(items) -> dict:
+    """``--case-weight REGEX FACTOR`` pairs -> {regex: factor}, checked."""
+    import re
+
+    weights = {}
+    for pattern, factor in items or []:
+        try:
+            re.compile(pattern)
+            value = float(factor)
+        except (re.error, ValueError) as err:
+            raise ValueError(f"--case-weight {pattern} {factor}: {err}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise ValueError(f"--case-weight {pattern} {factor}: the factor must be a positive number")
+        weights[pattern] = value
+    return weights
 
 
 def prepare_from_args(args: argparse.Namespace, network: str):
@@ -143,7 +168,7 @@ def prepare_from_args(args: argparse.Namespace, network: str):
     return prepare(args.dataset, args.out, network, args.memory_gb, args.max_patch or preset.max_patch,
                    amp=not args.no_amp, base_features=features[0], max_features=features[1],
                    target_spacing=args.spacing or preset.target_spacing, inference=preset.inference,
-                   task=getattr(args, "task", "auto"))
+                   task=getattr(args, "task", "auto"), patch_size=getattr(args, "patch", None))
 
 
 # What a training run writes into its folder (``--overwrite`` removes them before starting again).
@@ -200,6 +225,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method == "diffcl" and args.labeled_fraction >= 1 and not args.labeled:
         raise ValueError("--method diffcl needs unlabelled cases: give --labeled-fraction below 1 or --labeled")
+    # option mistakes are reported before the dataset is fingerprinted and preprocessed (minutes to hours)
+    if args.validate_cases is not None and args.validate_cases < 1:
+        raise ValueError("--validate-cases must be at least 1")
+    parse_case_weights(args.case_weight)
+    if args.init_from is not None and not args.init_from.is_file():
+        raise ValueError(f"--init-from {args.init_from}: no such checkpoint file")
     header = check_run_dir(args)
     if header is not None:
         trained = header.get("training", {}).get("epoch", 0)
@@ -208,11 +239,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.run_dir} is complete: trained for {trained} epoch(s), --epochs {args.epochs}; "
                   f"nothing to do (resume with --epochs above {trained} to train longer)")
             return 0
+    set_threads(args.threads)
     with replacing_nonfinite(args.replace_nonfinite):
         prepared = prepare_from_args(args, args.network)
     names = [c.name for c in prepared.cases]
+    group_pattern = args.group_pattern or prepared.dataset.meta.get("group_pattern")
+    if args.fold != "all":
+        print("folds keep each patient's cases together: " + (f"group pattern {group_pattern!r}" + (
+            "" if args.group_pattern else " (dataset.json)") if group_pattern else
+            "every case is its own patient (give --group-pattern if a patient has several cases)"))
     splits = load_or_create_splits(args.dataset / "splits_final.json", names, args.folds,
-                                   group_pattern=args.group_pattern) if args.fold != "all" else None
+                                   group_pattern=group_pattern) if args.fold != "all" else None
     train_names, val_names = fold_cases(splits, names, args.fold)
     if args.train_fraction < 1:
         train_names = subset(train_names, args.train_fraction, args.seed)
@@ -234,10 +271,24 @@ def run(args: argparse.Namespace) -> int:
     meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names,
                                                 **roles.to_dict()}}
     labelled, unlabelled = load_cases(prepared.folder, roles, args.seed, with_unlabeled=args.method == "diffcl")
+    if args.validate_cases is not None:
+        val_names = subset(val_names, min(1.0, args.validate_cases / max(1, len(val_names))), args.seed)
+    validator = None
+    if plan.task == "correction" and args.validate_every > 0:
+        from dataclasses import asdict
+
+        from ..correction.validation import CorrectionValidation
+
+        raw = {case.name: case for case in prepared.cases}
+        validator = CorrectionValidation([raw[n] for n in val_names], asdict(plan))
     trainer = Trainer(plan.network_config(), labelled,
                       [TrainingCase.from_cache(prepared.folder, n, args.seed) for n in val_names],
                       args.run_dir, training_settings(args, args.seed, args.validate_every, plan.task),
-                      batch_size=args.batch_size or plan.batch_size, meta=meta, unlabeled_cases=unlabelled)
+                      batch_size=args.batch_size or plan.batch_size, meta=meta, unlabeled_cases=unlabelled,
+                      validator=validator)
+    if args.init_from is not None and not args.resume:
+        trainer.init_weights(args.init_from)
+        print(f"initialised from {args.init_from}")
     if args.resume:
         trainer.resume()          # refuses another network config or seed before anything is written
         print(f"resuming after epoch {trainer.start_epoch}")
@@ -255,6 +306,17 @@ def run(args: argparse.Namespace) -> int:
     trainer.fit()
     print(f"checkpoints and log: {args.run_dir}")
     return 0
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """``--threads``: PyTorch's intra-op threads (the process's own; other libraries keep their defaults)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def remove_run_files(run_dir: Path) -> list[str]:

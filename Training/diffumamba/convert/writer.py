@@ -38,9 +38,10 @@ class DatasetWriter:
 
     def __init__(self, root: Path, channel_names: Sequence[str], label_names: Sequence[str],
                  file_ending: str = ".nii.gz", overwrite: bool = False, description: str = "",
-                 append: bool = False, task: str = "segmentation"):
+                 append: bool = False, task: str = "segmentation", group_pattern: str | None = None):
         self.root = Path(root)
         self.task = task
+        self.group_pattern = group_pattern
         self.channel_names, self.label_names = list(channel_names), list(label_names)
         self.file_ending, self.description = file_ending, description
         self.cases: list[str] = []
@@ -67,6 +68,11 @@ class DatasetWriter:
                              f"and {self.task}")
         self.cases = [case.name for case in existing.training_cases()]
         self.description = existing.meta.get("description", self.description)
+        recorded = existing.meta.get("group_pattern")
+        if recorded and self.group_pattern and recorded != self.group_pattern:
+            raise ValueError(f"--append: {self.root} groups its cases by patient with {recorded!r}, this conversion "
+                             f"with {self.group_pattern!r}")
+        self.group_pattern = recorded or self.group_pattern
 
     def add(self, name: str, images: Sequence, label) -> None:
         """Write one case (SimpleITK images, one per channel, and its label map on the same grid)."""
@@ -117,6 +123,8 @@ class DatasetWriter:
                 "description": self.description or "converted by diffumamba convert"}
         if self.task != "segmentation":
             meta["task"] = self.task
+        if self.group_pattern:            # the folds keep one patient's cases together (training/splits.py)
+            meta["group_pattern"] = self.group_pattern
         path = self.root / "dataset.json"
         atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
         return path

@@ -29,7 +29,8 @@ class Prepared:
 def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_gb: float = 8.0,
             max_patch: Optional[Sequence[int]] = None, amp: bool = True, base_features: int = 32,
             max_features: int = 320, show_progress: bool = True, target_spacing: Optional[Sequence[float]] = None,
-            inference: Optional[dict] = None, task: str = "auto") -> Prepared:
+            inference: Optional[dict] = None, task: str = "auto",
+            patch_size: Optional[Sequence[int]] = None) -> Prepared:
     """Fingerprint (cached), plan and preprocess (cached) a dataset.
 
     ``task``: "segmentation", "propagation" (the dataset must hold current scan, prior scan and prior GTV
@@ -66,6 +67,6 @@ def prepare(dataset_path: Path, out: Path, network: str = "diffumamba", memory_g
         atomic_write_text(sources_file, json.dumps(sources, indent=1) + "\n")
     plan = make_plan(fingerprint, fingerprint_hash(fingerprint), network, 3, memory_gb, max_patch=max_patch,
                      mixed_precision=amp, base_features=base_features, max_features=max_features,
-                     target_spacing=target_spacing, inference=inference, task=task)
+                     target_spacing=target_spacing, inference=inference, task=task, patch_size=patch_size)
     folder, computed = preprocess_cases(cases, plan, out, progress=progress("preprocess"))
     return Prepared(dataset, cases, plan, folder, computed, fingerprint_file)

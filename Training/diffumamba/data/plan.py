@@ -144,7 +144,8 @@ def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumam
               memory_budget_gb: float = 8.0, batch_size: int = 2, base_features: int = 32,
               max_features: int = 320, max_patch: Sequence[int] | None = None,
               mixed_precision: bool = True, target_spacing: Sequence[float] | None = None,
-              inference: dict | None = None, task: str = "segmentation") -> Plan:
+              inference: dict | None = None, task: str = "segmentation",
+              patch_size: Sequence[int] | None = None) -> Plan:
     """A plan for a fingerprinted dataset.
 
     Args:
@@ -153,6 +154,8 @@ def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumam
         mixed_precision: training will use AMP (CUDA), which stores activations at half the cost.
         target_spacing: (z, y, x) mm instead of the data-driven choice (e.g. a preset's).
         inference: defaults recorded for ``predict`` (``overlap``, ``crop``).
+        patch_size: the patch itself instead of the median shape capped by ``max_patch`` (still rounded down to
+            the strides, and shrunk if it exceeds the memory budget).
     """
     spacings = np.array(fingerprint["spacings"], dtype=float)
     shapes = np.array(fingerprint["shapes_after_crop"], dtype=float)
@@ -171,7 +174,11 @@ def make_plan(fingerprint: dict, fingerprint_hash: str, network: str = "diffumam
         raise ValueError("spatial_dims must be 2 or 3")
     max_stages = 6 if spatial_dims == 3 else 7
     patch = [int(n) for n in median_shape]
-    if max_patch is not None:
+    if patch_size is not None:
+        if len(patch_size) != spatial_dims or min(patch_size) < 1:
+            raise ValueError(f"--patch needs {spatial_dims} positive sizes, got {list(patch_size)}")
+        patch = [int(n) for n in patch_size]
+    elif max_patch is not None:
         patch = [min(p, int(m)) for p, m in zip(patch, max_patch)]
     while True:
         kernels, strides = plan_topology(patch, target, max_stages)

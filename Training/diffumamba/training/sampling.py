@@ -71,12 +71,21 @@ class PatchSampler:
         oversample_foreground: fraction of each batch forced to contain foreground (nnU-Net: 0.33).
         seed: seed of the sampler's own random generator (reproducible batches, resumable runs).
         margin: voxels added on both sides of each axis of every returned patch (default none).
+        weights: relative chance of each case to be drawn (default: all equal), e.g. five whole-CT tumours among
+            a thousand pasted nodules.
     """
 
     def __init__(self, cases: Sequence[TrainingCase], patch_size: Sequence[int], batch_size: int,
-                 oversample_foreground: float = 0.33, seed: int = 0, margin: Sequence[int] | None = None):
+                 oversample_foreground: float = 0.33, seed: int = 0, margin: Sequence[int] | None = None,
+                 weights: Sequence[float] | None = None):
         if not cases:
             raise ValueError("no training cases")
+        self.p = None
+        if weights is not None:
+            w = np.asarray(weights, float)
+            if len(w) != len(cases) or not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
+                raise ValueError("case weights must be one non-negative number per case, not all 0")
+            self.p = w / w.sum()
         self.cases, self.patch_size, self.batch_size = list(cases), tuple(patch_size), batch_size
         self.margin = tuple(margin) if margin is not None else (0,) * len(self.patch_size)
         self.sampling_size = tuple(p + 2 * m for p, m in zip(self.patch_size, self.margin))
@@ -91,7 +100,8 @@ class PatchSampler:
         data, labels = [], []
         self.drawn = []
         for index in range(self.batch_size):
-            case = self.cases[self.rng.integers(len(self.cases))]
+            case = self.cases[self.rng.integers(len(self.cases)) if self.p is None
+                              else self.rng.choice(len(self.cases), p=self.p)]
             self.drawn.append(case.name)
             force = index >= self.batch_size - self.n_foreground
             start = [s - m for s, m in zip(self.patch_start(case, force), self.margin)]

@@ -50,7 +50,9 @@ def case_groups(names: Sequence[str], group_pattern: Optional[str]) -> dict[str,
         match = pattern.search(name)
         if not match:
             raise ValueError(f"case {name!r} does not match the group pattern {group_pattern!r}")
-        groups[name] = match.group(1) if pattern.groups else match.group(0)
+        # the first group that took part in the match: alternatives such as '^(LIDC-IDRI-\\d{4})_|^(.+)$' name
+        # the patient in different ways for different kinds of case
+        groups[name] = next((g for g in match.groups() if g is not None), match.group(0))
     return groups
 
 

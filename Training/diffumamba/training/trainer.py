@@ -75,6 +75,7 @@ class TrainSettings:
     prior_perturb: float = 0.5
     method: str = "supervised"       # "dale", "diffcl": see training.methods
     method_options: dict = field(default_factory=dict)   # the method's settings (its dataclass's fields)
+    case_weights: dict = field(default_factory=dict)     # case-name regex -> how many times as often it is drawn
 
 
 class Trainer:
@@ -92,10 +93,14 @@ class Trainer:
 
     def __init__(self, config: NetworkConfig, train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase],
                  out_dir: Path, settings: TrainSettings, batch_size: int = 2, meta: Optional[dict] = None,
-                 unlabeled_cases: Sequence[TrainingCase] = ()):
+                 unlabeled_cases: Sequence[TrainingCase] = (), validator=None):
         self.settings, self.batch_size = settings, batch_size
+        self.validator = validator          # (network, device) -> score; None: Dice on the preprocessed val cases
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.unlabeled_cases = [hide_label(case) for case in unlabeled_cases]
+        # each --case-weight must match a training case; a sampler of a subset (DALE's stable or fuzzy cases,
+        # Diff-CL's labelled or unlabelled ones) may hold none of them
+        case_weights([c.name for c in self.train_cases + self.unlabeled_cases], settings.case_weights)
         self.out_dir = Path(out_dir)
         self.meta = meta or {}
         self.device = resolve_device(settings.device)
@@ -182,6 +187,18 @@ class Trainer:
         self.start_epoch, self.best_dice = training.get("epoch", 0), training.get("best_dice", -1.0)
         self.iteration = self.start_epoch * self.settings.iterations_per_epoch
         return True
+
+    def init_weights(self, path: Path) -> None:
+        """Start from the network weights of another run's checkpoint (``--init-from``: fine-tuning); its optimiser,
+        epoch and method state are not taken. The network config must be the same."""
+        header, state, _ = load_checkpoint(path)
+        saved = header.get("network", {})
+        mine = self.config.to_dict()
+        different = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        if different:
+            raise ValueError(f"--init-from {path}: its network differs from this run's in {', '.join(different)}; "
+                             "plan this run with the same network, features, spacing and patch")
+        self.network.load_state_dict(state, strict=True)
 
     def _save(self, name: str, epoch: int) -> None:
         if self.rank != 0:
@@ -282,7 +299,8 @@ class Trainer:
         margin = self.spatial_plan.margin if for_draw and self.spatial_plan is not None else None
         return PatchSampler(cases, self.config.patch_size, self.batch_size,
                             self.settings.oversample_foreground if oversample is None else oversample, seed=seed,
-                            margin=margin)
+                            margin=margin, weights=case_weights([c.name for c in cases], self.settings.case_weights,
+                                                                require_match=False))
 
     def _step(self, epoch: int = 0, index: int = 0) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -381,6 +399,8 @@ class Trainer:
         model, the Dice after three simulated clicks from an empty mask (``correction.session``)."""
         from ..inference.sliding_window import sliding_window_logits
 
+        if self.validator is not None:
+            return float(self.validator(self.network, self.device))
         if self.settings.task == "correction":
             from ..correction.corrector import correct_on_grid
             from ..correction.session import simulate_session
@@ -409,6 +429,23 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def case_weights(names: Sequence[str], factors: dict, require_match: bool = True) -> Optional[list[float]]:
+    """Each case's drawing weight: the product of the factors whose regex it matches (``--case-weight``);
+    ``require_match``: a regex that matches none of ``names`` is an error."""
+    if not factors:
+        return None
+    import re
+
+    weights = [1.0] * len(names)
+    for pattern, factor in factors.items():
+        matched = [i for i, name in enumerate(names) if re.search(pattern, name)]
+        if not matched and require_match:
+            raise ValueError(f"--case-weight {pattern!r} matches no training case")
+        for i in matched:
+            weights[i] *= float(factor)
+    return weights
 
 
 def resume_mismatch(header: dict, config: dict, seed: int) -> Optional[str]:
