@@ -373,7 +373,7 @@ def main(argv=None) -> int:
     if args.lidc_vois:
         from correct_lesions import lidc_rows
 
-        lidc = lidc_rows(args, load_models(args.model), session)
+        lidc = lidc_rows(args, load_models(args.model) if args.model else None, session)
     latency = measure_latency(cases, args) if args.latency else None
     report = table(rows, latency, args) if rows else ""
     if lidc:

@@ -53,16 +53,17 @@ def read_pair(image_path: Path, label_path: Path):
 
 
 def nodule_rows(name: str, view: str, image_path: Path, label_path: Path, corrector, clicks: int,
-                diameter: float, session) -> list[dict]:
-    """Model and Grow from seeds from an empty mask on one nodule."""
+                diameter: float, session, methods: tuple = ("model", "grow from seeds")) -> list[dict]:
+    """The model and/or Grow from seeds from an empty mask on one nodule."""
     from diffumamba.correction.region_growing import GrowFromSeeds
 
     array, spacing, label = read_pair(image_path, label_path)
     empty = np.zeros(label.shape, bool)
-    methods = {"model": lambda mask, given: corrector.correct(array[None], spacing, mask, given),
-               "grow from seeds": GrowFromSeeds(array, spacing).correct}
+    run = {"model": lambda: (lambda mask, given: corrector.correct(array[None], spacing, mask, given)),
+           "grow from seeds": lambda: GrowFromSeeds(array, spacing).correct}
     rows = []
-    for method, correct in methods.items():
+    for method in methods:
+        correct = run[method]()
         dice, seconds = session(correct, label, empty, spacing, clicks)
         rows.append({"case": name, "view": view, "method": method, "dice": dice, "seconds": seconds,
                      "diameter_mm": diameter, "ml": float(label.sum() * np.prod(spacing) / 1000)})
@@ -76,31 +77,36 @@ def lidc_rows(args, corrector, session) -> list[dict]:
     if args.lidc_limit:
         nodules = choose(nodules, sizes, args.lidc_limit, args.seed)
     dataset = args.lidc_dataset
+    # the baseline's rows do not depend on the model: cached apart, so they can be computed while it trains
+    keys = {"grow from seeds": {"clicks": args.clicks, "dataset": str(dataset)}}
+    if corrector is not None:
+        keys["model"] = {"model": str(args.model), "mtime": Path(args.model).stat().st_mtime, "clicks": args.clicks,
+                         "dataset": str(dataset)}
     rows = []
     for count, name in enumerate(nodules, 1):
-        cached = args.cache / "lidc" / f"{name}.json" if args.cache else None
-        key = {"model": str(args.model), "mtime": Path(args.model).stat().st_mtime, "clicks": args.clicks}
-        if cached is not None and cached.exists():
-            saved = json.loads(cached.read_text())
-            if saved["key"] == key:
-                rows += saved["rows"]
-                continue
         patient, nodule = name.split("_n")
-        found = []
-        pasted = dataset / "imagesTr" / f"{name}_p0_0000.nii.gz"
-        if pasted.exists():
-            found += nodule_rows(name, "pasted", pasted, dataset / "labelsTr" / f"{name}_p0.nii.gz", corrector,
-                                 args.clicks, sizes[name], session)
-        crop = args.lidc_vois / "image" / f"{patient}_R_{nodule}.nii.gz"
-        found += nodule_rows(name, "crop", crop, args.lidc_vois / "mask" / crop.name, corrector, args.clicks,
-                             sizes[name], session)
-        for row in found:
-            print(f"[{count}/{len(nodules)}] {name} {row['view']} {row['method']} ({row['diameter_mm']:.1f} mm): "
-                  + " ".join(f"{d:.2f}" for d in row["dice"]), flush=True)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps({"key": key, "rows": found}))
-        rows += found
+        for method, key in keys.items():
+            cached = args.cache / "lidc" / method.replace(" ", "_") / f"{name}.json" if args.cache else None
+            if cached is not None and cached.exists():
+                saved = json.loads(cached.read_text())
+                if saved["key"] == key:
+                    rows += saved["rows"]
+                    continue
+            found = []
+            pasted = dataset / "imagesTr" / f"{name}_p0_0000.nii.gz"
+            if pasted.exists():
+                found += nodule_rows(name, "pasted", pasted, dataset / "labelsTr" / f"{name}_p0.nii.gz", corrector,
+                                     args.clicks, sizes[name], session, (method,))
+            crop = args.lidc_vois / "image" / f"{patient}_R_{nodule}.nii.gz"
+            found += nodule_rows(name, "crop", crop, args.lidc_vois / "mask" / crop.name, corrector, args.clicks,
+                                 sizes[name], session, (method,))
+            for row in found:
+                print(f"[{count}/{len(nodules)}] {name} {row['view']} {row['method']} ({row['diameter_mm']:.1f} mm): "
+                      + " ".join(f"{d:.2f}" for d in row["dice"]), flush=True)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps({"key": key, "rows": found}))
+            rows += found
     return rows
 
 
