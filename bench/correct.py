@@ -347,6 +347,9 @@ def main(argv=None) -> int:
                         help="starting points of the lung cases (prediction: whenever --predictions has the case)")
     parser.add_argument("--latency", action="store_true", help="also time every click (on a quiet machine)")
     parser.add_argument("--large", action="store_true", help="with --latency: also time a ~400 ml GTV")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="with --latency: time only (e.g. the shipped model, whose accuracy on these cases is not "
+                             "a held-out figure)")
     parser.add_argument("--whole-box", action="store_true",
                         help="the model's answer replaces the whole lesion box (no progressive merge)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "correct.md")
@@ -368,14 +371,15 @@ def main(argv=None) -> int:
         cases[case] = checkpoint
     if args.dataset and not cases:
         raise SystemExit("no case had a model: train them with scripts/correction_models.sh")
-    rows = [row for case, checkpoint in cases.items() for row in case_rows(case, folds[case], checkpoint, args)]
+    rows = [] if args.latency_only else [row for case, checkpoint in cases.items()
+                                         for row in case_rows(case, folds[case], checkpoint, args)]
     lidc = []
     if args.lidc_vois:
         from correct_lesions import lidc_rows
 
         lidc = lidc_rows(args, load_models(args.model) if args.model else None, session)
-    latency = measure_latency(cases, args) if args.latency else None
-    report = table(rows, latency, args) if rows else ""
+    latency = measure_latency(cases, args) if args.latency or args.latency_only else None
+    report = table(rows, latency, args) if rows else (latency_lines(latency, args) + "\n" if latency else "")
     if lidc:
         from correct_lesions import lidc_table
 
