@@ -82,6 +82,7 @@ def verify_package(source, shown: Optional[str] = None,
         with zipfile.ZipFile(source) as archive:
             return _verify(archive, shown, keep)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+        # zipfile raises NotImplementedError for a compression method it cannot read (a foreign or damaged zip)
         raise PackageError(shown, f"not a readable model package ({err}); the file may be truncated: "
                                   "download or copy it again") from None
 

@@ -10,6 +10,7 @@ never describes a file another run replaced.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,7 +23,7 @@ def is_correction_plan(plan: dict) -> bool:
     return plan.get("task") == "correction"
 
 
-class MaskService:
+class MaskService(ABC):
     """One correction of a mask by clicks (and drawn slices), from files to a verified file. Subclasses say how
     the mask is corrected (``answer``) and which scans they read (``modality``: "CT", or None for any scan)."""
 
@@ -32,10 +33,10 @@ class MaskService:
     def __init__(self):
         self._images: dict = {}
 
+    @abstractmethod
     def answer(self, array: np.ndarray, spacing: tuple, current: np.ndarray, clicks: list,
                drawn: Optional[np.ndarray]) -> np.ndarray:
         """The corrected (z, y, x) bool mask of the (1, z, y, x) image ``array``."""
-        raise NotImplementedError
 
     def image(self, path: Path):
         """(InputCase, (1, z, y, x) float32 array, spacing z, y, x) of ``path``, read again when its content changes."""

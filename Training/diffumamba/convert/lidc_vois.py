@@ -93,7 +93,10 @@ def crop_cases(vois: Sequence[NoduleVoi]):
     from .run import SourceCase
 
     def loader(voi):
-        return lambda: (lambda pair: ([pair[0]], pair[1]))(_read_pair(voi))
+        def load():
+            image, mask = _read_pair(voi)
+            return [image], mask
+        return load
 
     return [SourceCase(v.name, loader(v)) for v in vois]
 

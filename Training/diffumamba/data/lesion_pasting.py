@@ -46,10 +46,7 @@ def lung_mask(hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """
     from scipy import ndimage
 
-    air = hu < LUNG_HU
-    labels, _ = ndimage.label(air)
-    outside = np.unique(np.concatenate([labels[:, [0, -1], :].ravel(), labels[:, :, [0, -1]].ravel()]))
-    enclosed = air & ~np.isin(labels, outside[outside > 0])
+    enclosed = (hu < LUNG_HU) & ~body_air(hu)
     labels, count = ndimage.label(enclosed)
     if not count:
         return np.zeros(hu.shape, bool)
