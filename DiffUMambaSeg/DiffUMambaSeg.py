@@ -8,6 +8,7 @@ holds everything else.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,10 +21,16 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from DiffUMambaSegLib import environment, install, logic, rt_study_export
+if slicer.util.settingsValue("Developer/DeveloperMode", False, converter=slicer.util.toBool):
+    # Reload re-executes only this file (slicer.util.reloadScriptedModule, util.py:1578-1611); in developer mode the
+    # Lib is imported afresh too, so "Reload" and "Reload and Test" run the edited Lib files.
+    for _name in [n for n in sys.modules if n == "DiffUMambaSegLib" or n.startswith("DiffUMambaSegLib.")]:
+        del sys.modules[_name]
+
+from DiffUMambaSegLib import dicom_database, environment, install, logic, path_fields, rt_study_export
 from DiffUMambaSegLib.correction_panel import CorrectionPanel
 from DiffUMambaSegLib.editor import EmbeddedEditor
-from DiffUMambaSegLib.panel import Panel
+from DiffUMambaSegLib.panel import Panel, ask, noWaitCursor
 
 MODULE_DIR = Path(__file__).resolve().parent
 
@@ -33,11 +40,14 @@ class DiffUMambaSeg(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("DiffUMambaSeg")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
-        self.parent.contributors = ["DiffUMambaSeg developers"]
+        self.parent.dependencies = ["Segmentations", "Markups", "SubjectHierarchy", "Terminologies"]
+        self.parent.contributors = ["DiffUMambaSeg developers (DiffUMambaSeg project)"]
         self.parent.helpText = _("Segment the gross tumour volume of lung cancer in CT with Diff-UMamba, or propagate "
                                  "the GTV of a prior visit onto a follow-up CT; review it in the Segment Editor and "
-                                 "export it. Results are AI-generated and must be reviewed by a clinician.")
+                                 "export it. Results are AI-generated and must be reviewed by a clinician. The shipped "
+                                 "models are research models, not for clinical use. See the <a href=\""
+                                 "https://github.com/DiffUMambaSeg/SlicerDiffUMambaSeg/blob/main/docs/slicer.md\">"
+                                 "module documentation</a>.")
         self.parent.acknowledgementText = _("Built on PyTorch, MONAI, SimpleITK, pydicom, highdicom and slicerio.")
         slicer.app.connect("startupCompleted()", self.loadTerminology)
 
@@ -77,15 +87,20 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/DiffUMambaSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        self.editor = EmbeddedEditor(self.ui.segmentEditorWidget, slicer.mrmlScene)
+        self.editor = EmbeddedEditor(self.ui.segmentEditorWidget, slicer.mrmlScene,
+                                     slicer.qSlicerSegmentEditorEffectFactory.instance())
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiffUMambaSegLogic()
         self.panel = Panel(self.ui, self.logic, self.editor, None, MODULE_DIR / "Resources" / "Models.json",
                            onResult=lambda: self.correction.restart())
         self.correction = CorrectionPanel(self.ui, self.logic.correction, self.editor, qt.QTimer(), slicer.mrmlScene,
-                                          self.panel.entries, self.panel.cache)   # the catalog's click models
+                                          self.panel.entries, self.panel.cache,   # the catalog's click models
+                                          defer=lambda function: qt.QTimer.singleShot(0, function),  # after the click
+                                          acknowledge=self.panel.acknowledge)      # a research click model: asked once
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        path_fields.connectPathFields(slicer.util.findChildren(uiWidget, className="ctkPathLineEdit"),
+                                      lambda: self._parameterNode)      # clearable, empty when unset
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -94,16 +109,23 @@ class DiffUMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.panel.timer.stop()
             self.correction.stop()
             self.editor.exit()
+            self.editor.cleanup()
             self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
         self.editor.enter()
+        self.correction.enter()        # clicks count only while the module is shown
 
     def exit(self) -> None:
+        """As the 5.12 template: the GUI stops following the parameter node until the module is shown again. The
+        panel keeps its parameters and its run timer, so a run started here goes on and its result still lands."""
         self.correction.exit()
         self.editor.exit()
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._guiTag)
+            self._guiTag = None
 
     def onSceneStartClose(self, caller, event) -> None:
         self.panel.cancel()
@@ -138,7 +160,8 @@ class DiffUMambaSegLogic(logic.ModuleLogic, ScriptedLoadableModuleLogic):
             scene=slicer.mrmlScene, python=lambda: environment.python_executable(slicer.app.slicerHome),
             package=lambda: environment.package_dir(MODULE_DIR), ensure_dependencies=self.ensureDependencies,
             dicom_files=self.dicomFiles,
-            slicerrt_plugin=lambda: rt_study_export.slicerrt_plugin(getattr(slicer.modules, "dicomPlugins", None))))
+            slicerrt_plugin=lambda: rt_study_export.slicerrt_plugin(getattr(slicer.modules, "dicomPlugins", None)),
+            confirm=ask, import_dicom=self.importDicom))
 
     def getParameterNode(self):
         return DiffUMambaSegParameterNode(super().getParameterNode())
@@ -146,15 +169,24 @@ class DiffUMambaSegLogic(logic.ModuleLogic, ScriptedLoadableModuleLogic):
     def ensureDependencies(self) -> bool:
         from DiffUMambaSegLib.slicer_installer import SlicerInstaller
 
-        requirements = install.load_requirements(environment.package_dir(MODULE_DIR) / "pyproject.toml")
-        return install.install_missing(SlicerInstaller(), requirements)
+        requirements = install.runtime_requirements(MODULE_DIR)        # Resources/requirements.txt
+        with noWaitCursor():            # its question and the installer's dialogs, never under a busy cursor
+            return install.install_missing(SlicerInstaller(), requirements)
 
     @staticmethod
     def dicomFiles(volume) -> list:
-        """The files of the DICOM series a volume was loaded from (Slicer's DICOM database)."""
-        database = getattr(slicer, "dicomDatabase", None)
-        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
-        return [Path(database.fileForInstance(uid)) for uid in uids] if database else []
+        """The files of the DICOM series a volume was loaded from (Slicer's DICOM database; raises when any is
+        missing there)."""
+        return dicom_database.series_files(volume, getattr(slicer, "dicomDatabase", None))
+
+    @staticmethod
+    def importDicom(folder: str) -> None:
+        """Index an export folder into the DICOM database, as Slicer's DICOM export dialog does."""
+        if getattr(slicer, "dicomDatabase", None) is None:
+            raise RuntimeError("no DICOM database is open")
+        from DICOMLib import DICOMUtils
+
+        DICOMUtils.importDicom(folder)
 
 
 class DiffUMambaSegTest(ScriptedLoadableModuleTest):

@@ -56,8 +56,9 @@ def test_the_shipped_catalog_and_its_schema_parse():
         if shipped.suffix == ".zip":
             package_verifier().verify_package(shipped)
             assert json.loads(zipfile.ZipFile(shipped).read("plan.json"))["task"] == entry.task, entry.id
-    preview = [e for e in entries if e.task == "segmentation"][0]           # what the panel offers by default
+    preview = [e for e in entries if e.task == "segmentation"][0]           # listed first, never pre-selected
     assert preview.id == "gtv-lung-preview" and preview.shipped
+    assert all(e.research_only for e in entries)                            # the review's W13: both say so
     shipped = REPO / "DiffUMambaSeg" / "Resources" / preview.url
     assert shipped.stat().st_size <= 20e6 and shipped.stat().st_size == preview.size_bytes
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == preview.sha256
@@ -196,6 +197,15 @@ def test_bad_accuracy_and_intended_use_are_named(tmp_path, change, message):
         load_catalog(write_catalog(tmp_path / "Models.json", **change))
 
 
+def test_a_model_is_research_only_unless_its_entry_says_otherwise(tmp_path):
+    """The review's W13: what the panel must not pre-select and must have acknowledged; stated, never guessed."""
+    assert load_catalog(write_catalog(tmp_path / "Models.json"))[0].research_only
+    assert load_catalog(write_catalog(tmp_path / "Models.json", research_only=True))[0].research_only
+    assert not load_catalog(write_catalog(tmp_path / "Models.json", research_only=False))[0].research_only
+    with pytest.raises(CatalogError, match="research_only must be true or false"):
+        load_catalog(write_catalog(tmp_path / "Models.json", research_only="no"))
+
+
 def test_describe_gives_the_panel_text(tmp_path):
     source, digest = model_file(tmp_path)
     entry = load_catalog(write_catalog(tmp_path / "Models.json", url=source.as_uri(), sha256=digest,
@@ -204,7 +214,8 @@ def test_describe_gives_the_panel_text(tmp_path):
     cache = ModelCache(tmp_path / "cache")
     text = describe(entry, cache)
     lines = text.splitlines()
-    assert lines[0] == "Lung GTV 1.0.0" and "Task: segmentation (input: CT)" in lines
+    assert lines[0] == "Lung GTV 1.0.0 (research model, not for clinical use)"
+    assert "Task: segmentation (input: CT)" in lines
     assert "Intended use: Lung GTV on planning CT" in lines and "License: CC-BY-4.0" in lines
     accuracy = next(line for line in lines if line.startswith("Accuracy:"))
     assert "Dice 0.71" in accuracy and "HD95 5.5 mm" in accuracy

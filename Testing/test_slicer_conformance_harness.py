@@ -300,3 +300,83 @@ def test_markups_place_widget_and_a_click_in_a_view_use_the_real_interaction_nod
         assert points.GetNumberOfControlPoints() == 2
         with pytest.raises(AttributeError, match="placePoint"):
             widget.placePoint([1, 2, 3])
+
+
+def test_path_line_edit_signals_only_acceptable_paths_as_ctk_does(tiny, tmp_path):
+    """ctkPathLineEdit (CTK 5056664a ctkPathLineEdit.cpp:730-746, ctkUtils.cpp:153-192): the validator pattern
+    from nameFilters; currentPathChanged only for an acceptable text; validInputChanged on each change of
+    acceptability; the real connector therefore never sees a cleared field."""
+    from slicer_conformance.ctkwidgets import name_filters_to_pattern, type_path
+
+    assert name_filters_to_pattern(["Checkpoints (*.safetensors *.zip)"]) == r"(.*\.safetensors?$|.*\.zip?$)"
+    assert name_filters_to_pattern(["Images (*.jpg)", "Text (*.txt)"]) == r"(.*\.jpg?$|.*\.txt?$)"  # ctkUtilsTest3
+    assert name_filters_to_pattern([]) == ".+"
+    with SlicerSession(module_dir=tiny, work=tmp_path / "work", testing=True) as session:
+        import ctk
+
+        session.load_module("Tiny")
+        w = session.show_module("Tiny")
+        edit, pn = w.ui.outputPath, w._parameterNode
+        assert edit.currentPath == "." and pn.outputPath == Path()        # the connector writes str(Path())
+        seen = []
+        edit.currentPathChanged.connect(lambda path: seen.append(("path", path)))
+        edit.validInputChanged.connect(lambda valid: seen.append(("valid", valid)))
+        edit.currentPath = str(tmp_path / "out")                           # no filters: ".+"
+        assert seen == [("path", str(tmp_path / "out"))] and pn.outputPath == tmp_path / "out"   # valid since "."
+        edit.currentPath = ""                                             # Intermediate: nothing reaches the node
+        assert seen[1:] == [("valid", False)] and edit.currentPath == "" and pn.outputPath == tmp_path / "out"
+        type_path(edit, "")                                                # no change of text, no signal
+        type_path(edit, str(tmp_path / "typed"))
+        assert seen[2:] == [("path", str(tmp_path / "typed")), ("valid", True)] and pn.outputPath == tmp_path / "typed"
+
+        field = ctk.ctkPathLineEdit()
+        field.nameFilters = ["Checkpoints (*.safetensors *.zip)"]
+        signals = []
+        field.currentPathChanged.connect(lambda path: signals.append(path))
+        field.comboBox().lineEdit().textChanged.connect(lambda text: signals.append(("text", text)))
+        field.currentPath = "/models/notes.txt"                           # not the filter's extension
+        assert field.currentPath == "/models/notes.txt" and signals == [("text", "/models/notes.txt")]
+        assert not field.comboBox().lineEdit().hasAcceptableInput()
+        field.currentPath = "/models/gtv.safetensors"
+        assert signals[1:] == ["/models/gtv.safetensors", ("text", "/models/gtv.safetensors")]
+        assert field.comboBox().lineEdit().acceptableInput and field.comboBox().className() == "QComboBox"
+        with pytest.raises(NotImplementedError):
+            field.showHistoryButton = False
+
+
+def test_effect_factory_and_the_editor_effect_list(tiny, tmp_path):
+    """qSlicerSegmentEditorEffectFactory.instance() (one per application), registerEffect's refusals and
+    effectRegistered(QString); a qMRMLSegmentEditorWidget copies the factory's effects when built and on
+    updateEffectList() only."""
+    with SlicerSession(module_dir=tiny, work=tmp_path / "work", testing=True) as session:
+        import slicer
+
+        session.load_module("Tiny")
+        editor = session.show_module("Tiny").ui.editor
+        factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
+        assert factory is slicer.qSlicerSegmentEditorEffectFactory.instance()
+        assert "Threshold" in editor.availableEffectNames() and editor._effect_list_updates[-1][0] == "Paint"
+        heard = []
+        factory.connect("effectRegistered(QString)", heard.append)
+        effect = slicer.qSlicerSegmentEditorScriptedEffect(None)
+        effect.name = "Local threshold"
+        assert factory.registerEffect(effect) and heard == ["Local threshold"]
+        duplicate = slicer.qSlicerSegmentEditorScriptedEffect(None)
+        unnamed = slicer.qSlicerSegmentEditorScriptedEffect(None)
+        duplicate.name = "Local threshold"
+        assert not factory.registerEffect(duplicate) and not factory.registerEffect(unnamed) and len(heard) == 1
+        with pytest.raises(TypeError):
+            factory.registerEffect("Local threshold")
+        assert "Local threshold" not in editor.availableEffectNames()      # registered after the widget was built
+        with pytest.raises(NotImplementedError):
+            editor.setActiveEffectByName("Local threshold")
+        editor.updateEffectList()
+        assert editor.availableEffectNames()[-1] == "Local threshold" and editor._effect_list_updates[-1] == [
+            "Local threshold"]
+        editor.setActiveEffectByName("Local threshold")
+        assert editor.activeEffect() == "Local threshold"
+    with SlicerSession(module_dir=tiny, work=tmp_path / "work2", testing=True):
+        import slicer
+
+        assert "Local threshold" not in [e.name for e in slicer.qSlicerSegmentEditorEffectFactory.instance()
+                                         .registeredEffects()]                 # a new application

@@ -111,6 +111,8 @@ def test_include_then_exclude_after_segment_each_update_the_gtv_as_one_undo_step
     before = gtv_array(segmentation, ct)
     started = time.monotonic()
     session.place_point(ras_of_tumour(phantoms))
+    assert not widget.logic.correction.busy              # nothing inside the markups event: queued for the loop
+    session.process_events()
     returned = time.monotonic() - started
     assert widget.logic.correction.busy and widget.correction.timer.isActive() and returned < 2.0, returned
     assert np.array_equal(gtv_array(segmentation, ct), before)
@@ -121,7 +123,7 @@ def test_include_then_exclude_after_segment_each_update_the_gtv_as_one_undo_step
     after_include = gtv_array(segmentation, ct)
     assert np.array_equal(after_include, output_array(first)) and first["clicks"] == 1
     assert first["changed_voxels"] == int((after_include != before).sum()) > 0
-    assert ui.correctionStatusLabel.text.startswith(f"Applied: {first['changed_voxels']} voxels changed")
+    assert ui.correctionStatusLabel.text.startswith(f"Applied to CT GTV › GTV: {first['changed_voxels']} voxels")
     assert interaction.GetCurrentInteractionMode() == interaction.Place              # persistent: still placing
     pid = widget.logic.correction.worker.pid
 
@@ -240,7 +242,7 @@ def test_one_worker_per_session_restarted_when_dead_and_stopped_on_close_and_cle
         assert interaction.GetCurrentInteractionMode() == interaction.ViewTransform
         session.show_module("DiffUMambaSeg")
         session.close_scene()                                         # File > Close Scene: worker asked to quit
-        assert second.poll() == 0 and correction.worker is None
+        assert correction.worker is None and second.wait(30) == 0     # stopped off the GUI thread
         assert widget.logic.getParameterNode().includePoints is not None      # fresh lists for the next scene
         ct = phantom_ct(session, phantoms)
         start_from_half_gtv(session, widget, phantoms, ct, tmp_path)
@@ -248,4 +250,4 @@ def test_one_worker_per_session_restarted_when_dead_and_stopped_on_close_and_cle
         click(session, widget, "include", ras_of_tumour(phantoms))
         third = correction.worker.process
         assert correction.worker_starts == 4 and third.poll() is None and not session.slot_errors
-    assert third.poll() == 0                                          # module cleanup on exit stopped it
+    assert third.wait(30) == 0                                        # module cleanup on exit stopped it

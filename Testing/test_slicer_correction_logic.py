@@ -58,7 +58,7 @@ def test_worker_reads_never_block_and_take_the_ready_line():
         replies = worker.replies()
         time.sleep(0.02)
     assert worker.ready and worker.load_seconds == 1.0 and replies == [{"id": 7, "ok": True, "echo": [1, 2]}]
-    worker.stop()                                                    # it quits when asked
+    worker.stop().join(30)                                           # it quits when asked
     assert worker.returncode == 0 and worker.replies() == []
 
 
@@ -78,12 +78,18 @@ def test_a_dead_worker_names_the_commands_error_and_refuses_requests():
         worker.send({"id": 1})
 
 
-def test_stop_ends_a_worker_that_ignores_quit():
+def test_stop_ends_a_worker_that_ignores_quit_without_waiting_on_the_callers_thread():
+    """K8: stopping (scene close, model change, cleanup) returned only after the grace twice (up to 10 s on the GUI
+    thread); now it returns at once and a background thread ends the worker that ignores quit and SIGTERM."""
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
     worker = CorrectionWorker(script(code)).start()
+    time.sleep(0.5)                                                  # SIGTERM is ignored from here on
     started = time.monotonic()
-    worker.stop(grace_seconds=0.3)
-    assert worker.returncode is not None and time.monotonic() - started < 5
+    stopper = worker.stop(grace_seconds=1.0)
+    returned = time.monotonic() - started
+    assert returned < 0.2 and worker.returncode is None, returned   # not waited for on this thread
+    stopper.join(30)
+    assert worker.returncode == -9 and time.monotonic() - started < 10      # SIGKILL after twice the grace
 
 
 # --- ClickCorrection with a scripted worker ----------------------------------------------------------------------
@@ -106,8 +112,8 @@ class ScriptedWorker:
         image = sitk.ReadImage(request["image"])
         written = sitk.GetImageFromArray(mask.astype(np.uint8))
         written.CopyInformation(image)
-        sitk.WriteImage(written, request["output"])
-        current = sitk.GetArrayFromImage(sitk.ReadImage(request["mask"]))
+        sitk.WriteImage(written, request["output"], True)           # compressed, as the real worker writes it
+        current = sent_mask(request)
         self._replies.append({"id": request["id"], "ok": True, "output": request["output"], "volume_ml": 0.1,
                               "changed_voxels": int((current != mask).sum()), "clicks": len(request["clicks"]),
                               "fixed_slices": request["fixed_slices"], "seconds": 0.01})
@@ -127,6 +133,17 @@ class ScriptedWorker:
         self.stopped = True
         if self.returncode is None:
             self.returncode = 0
+
+
+def sent_mask(request):
+    """The request's mask on its image's grid, as the worker reads it (``prior_mask.read_prior_mask``: a mask on
+    another grid, here the segment cropped to its voxels, is resampled nearest-neighbour; none: empty)."""
+    from diffumamba.propagation.prior_mask import _on_grid
+
+    image = sitk.ReadImage(request["image"])
+    if "mask" not in request:
+        return np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    return _on_grid(sitk.ReadImage(request["mask"]), image, "mask").astype(np.uint8)
 
 
 @pytest.fixture
@@ -186,8 +203,8 @@ def test_a_click_sends_every_click_in_ras_and_its_result_replaces_the_segment(co
     request = c.workers[0].sent[0]
     assert request["coordinate_system"] == "RAS" and request["fixed_slices"] == []
     assert request["clicks"] == [{"point": pytest.approx(list(ras(c.volume, 4, 6, 5))), "label": "include"}]
-    sent_mask = sitk.ReadImage(request["mask"])
-    assert np.array_equal(sitk.GetArrayFromImage(sent_mask), c.gtv)                 # the segment, on the CT's grid
+    cropped = sitk.ReadImage(request["mask"])                                       # the segment's voxels only ...
+    assert cropped.GetSize() == (4, 4, 2) and np.array_equal(sent_mask(request), c.gtv)   # ... on the CT's grid
     written = sitk.ReadImage(request["image"])
     assert written.GetSize() == SHAPE[::-1] and np.allclose(written.GetOrigin(), (10.0, -20.0, 30.0))
     assert c.poll() and c.mask().sum() == c.gtv.sum()                             # nothing yet: no reply
@@ -196,7 +213,8 @@ def test_a_click_sends_every_click_in_ras_and_its_result_replaces_the_segment(co
     c.workers[0].answer(grown)
     assert not c.poll()
     assert np.array_equal(c.mask(), grown) and c.undo == [c.segmentation]
-    assert f"Applied: {int((grown != c.gtv).sum())} voxels changed" in c.status[-1]
+    assert f"Applied to CT GTV › GTV: {int((grown != c.gtv).sum())} voxels changed" in c.status[-1]
+    assert np.array_equal(c.logic.session.baseline, grown)                         # from the result, no export
     assert not c.logic.request(c.read) and len(c.workers[0].sent) == 1              # the same clicks: nothing new
     c.include.AddControlPointWorld(*ras(c.volume, 1, 1, 1))
     c.exclude.AddControlPointWorld(*ras(c.volume, 5, 7, 6))
@@ -226,7 +244,7 @@ def test_requests_during_one_in_flight_are_coalesced_with_the_latest_clicks(corr
     c.workers[0].answer(first)
     assert c.poll()                                           # the first applied, the coalesced one sent
     assert len(c.workers[0].sent) == 2 and len(c.workers[0].sent[1]["clicks"]) == 4
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(c.workers[0].sent[1]["mask"])), first)
+    assert np.array_equal(sent_mask(c.workers[0].sent[1]), first)
     second = first.copy()
     second[1:4] = 0
     c.workers[0].answer(second)
@@ -352,4 +370,75 @@ def test_an_undo_takes_back_the_points_placed_since_and_moves_a_moved_point_back
     sent = c.workers[0].sent[-1]
     assert [click["label"] for click in sent["clicks"]] == ["include", "exclude"] and len(c.workers[0].sent) == 3
     assert sent["clicks"][0]["point"] == pytest.approx(list(first))
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(sent["mask"])), one)
+    assert np.array_equal(sent_mask(sent), one)
+
+
+# --- the review's W3 / W6 / W14 ----------------------------------------------------------------------------------
+class RecordingSegmentationsLogic:
+    """``slicer.vtkSlicerSegmentationsModuleLogic`` with its image-creating and exporting calls recorded."""
+
+    def __init__(self):
+        self.real, self.images, self.exports = slicer.vtkSlicerSegmentationsModuleLogic, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def CreateOrientedImageDataFromVolumeNode(self, *args):
+        image = self.real.CreateOrientedImageDataFromVolumeNode(*args)
+        self.images.append(image)
+        return image
+
+    def ExportSegmentsToLabelmapNode(self, segmentation, ids, labelmap, reference=None, *args):
+        ok = self.real.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, reference, *args) \
+            if reference is not None else self.real.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap)
+        self.exports.append(labelmap.GetImageData().GetDimensions())
+        return ok
+
+
+def test_an_applied_click_keeps_no_image_alive_and_exports_only_the_segments_voxels(corrected, monkeypatch):
+    """W3: the image ``CreateOrientedImageDataFromVolumeNode`` returns is owned by the caller; after a click only this
+    test's reference holds it (reference count 1; before the fix 2: one CT-sized image leaked per click). W6: a click
+    exports the segment once, cropped to its voxels, and its result is the next baseline (before: two full-grid
+    exports per click)."""
+    c = corrected
+    recording = RecordingSegmentationsLogic()
+    monkeypatch.setattr(slicer, "vtkSlicerSegmentationsModuleLogic", recording)
+    c.logic.restart(c.read)
+    recording.exports.clear()
+    c.include.AddControlPointWorld(*ras(c.volume, 4, 6, 5))
+    c.logic.request(c.read)
+    grown = c.gtv.copy()
+    grown[2:6, 3:9, 2:8] = 1
+    c.workers[0].answer(grown)
+    c.poll()
+    assert len(recording.images) == 1 and recording.images[0].GetReferenceCount() == 1
+    assert recording.exports == [(4, 4, 2)]                     # the GTV's box only, on the click (none after)
+    assert np.array_equal(c.mask(), grown) and np.array_equal(c.logic.session.baseline, grown)
+
+
+def test_deleting_the_first_click_of_a_gtv_made_from_nothing_empties_it_again(corrected):
+    """W14 from an empty segment (Segment from a click): the request carries no mask, and deleting its point clears
+    the segment again; deleting a later point goes back to the mask sent with it."""
+    c = corrected
+    segment_id = c.segmentation.GetSegmentation().GetNthSegmentID(0)
+    correction_scene.clear_segment(c.segmentation, segment_id)
+    c.logic.restart(c.read)
+    c.include.AddControlPointWorld(*ras(c.volume, 4, 6, 5))
+    c.logic.request(c.read)
+    assert "mask" not in c.workers[0].sent[0]
+    c.workers[0].answer(c.gtv)
+    c.poll()
+    c.exclude.AddControlPointWorld(*ras(c.volume, 4, 5, 4))
+    c.logic.request(c.read)
+    smaller = c.gtv.copy()
+    smaller[3] = 0
+    c.workers[0].answer(smaller)
+    c.poll()
+    c.exclude.RemoveAllControlPoints()                            # the exclude point: back to the first result
+    assert not c.logic.request(c.read)
+    assert np.array_equal(c.mask(), c.gtv) and len(c.workers[0].sent) == 2
+    c.include.RemoveAllControlPoints()                            # the first click: empty again
+    assert not c.logic.request(c.read)
+    assert c.mask().sum() == 0 and c.status[-1].startswith("Point deleted: CT GTV › GTV is back to before that click")
+    c.include.AddControlPointWorld(*ras(c.volume, 4, 6, 5))       # and the next click starts from nothing
+    assert c.logic.request(c.read) and "mask" not in c.workers[0].sent[-1]

@@ -5,8 +5,11 @@ not import Qt, and user-facing module texts are translatable."""
 import ast
 import json
 import re
+import shutil
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "DiffUMambaSeg"
@@ -39,21 +42,126 @@ def cmake_commands(path: Path) -> list[tuple[str, list[str]]]:
     return commands
 
 
+def _settings(commands):
+    return {args[0]: " ".join(args[1:]).strip('"') for name, args in commands if name == "set"}
+
+
 def test_top_level_cmake_is_an_extension():
     commands = cmake_commands(REPO / "CMakeLists.txt")
-    settings = {args[0]: " ".join(args[1:]).strip('"') for name, args in commands if name == "set"}
+    settings = _settings(commands)
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+                "EXTENSION_ICONURL", "EXTENSION_DEPENDS"):
         assert settings.get(key), key
     assert settings["EXTENSION_DEPENDS"].split() == ["PyTorch"]          # SlicerRT is optional (issue 13)
     assert ("project", ["DiffUMambaSeg"]) in commands and ("add_subdirectory", ["DiffUMambaSeg"]) in commands
     entry = json.loads((REPO / "DiffUMambaSeg.json").read_text())                # the Extensions Index entry
     assert entry["build_dependencies"] == settings["EXTENSION_DEPENDS"].split() and entry["category"] == "Segmentation"
+    prefix = "https://raw.githubusercontent.com/DiffUMambaSeg/SlicerDiffUMambaSeg/main/"
     for url in [settings["EXTENSION_ICONURL"], *settings["EXTENSION_SCREENSHOTURLS"].split()]:
-        prefix = "https://raw.githubusercontent.com/DiffUMambaSeg/SlicerDiffUMambaSeg/main/"
         assert url.startswith(prefix) and (REPO / url[len(prefix):]).is_file(), url
-    assert "Screenshots" in settings["EXTENSION_SCREENSHOTURLS"] and "Icons" not in settings["EXTENSION_SCREENSHOTURLS"]
     assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
+
+
+def test_cmake_follows_the_slicer_5_12_extension_template():
+    """Review C4: the policy range of Slicer 5.12 and its extension template (3.28.0...3.28.0, so newer policies are
+    NEW, not OLD with dev warnings), and the extension's own licence and README in the package: unset, UseSlicer.cmake
+    (381-385) would package Slicer's License.txt. Both must be set before include(${Slicer_USE_FILE}) reads them."""
+    commands = cmake_commands(REPO / "CMakeLists.txt")
+    assert commands[0] == ("cmake_minimum_required", ["VERSION", "3.28.0...3.28.0", "FATAL_ERROR"])
+    settings = _settings(commands)
+    assert settings["EXTENSION_LICENSE_FILE"] == "${CMAKE_CURRENT_SOURCE_DIR}/LICENSE"
+    assert settings["EXTENSION_README_FILE"] == "${CMAKE_CURRENT_SOURCE_DIR}/README.md"
+    assert (REPO / "LICENSE").is_file() and (REPO / "README.md").is_file()
+    use_file = commands.index(("include", ["${Slicer_USE_FILE}"]))
+    for key in ("EXTENSION_LICENSE_FILE", "EXTENSION_README_FILE"):
+        assert next(i for i, (name, args) in enumerate(commands) if name == "set" and args[0] == key) < use_file
+
+
+def test_extension_metadata_names_no_template_placeholder_and_no_fake_screenshot():
+    """Review C5: contributors in the Extensions Index's "Name (Organization)" form, the same in the module; no
+    screenshot URL pointing at the README's matplotlib renderings (they say "not a 3D Slicer screenshot")."""
+    settings = _settings(cmake_commands(REPO / "CMakeLists.txt"))
+    contributors = settings["EXTENSION_CONTRIBUTORS"]
+    assert re.fullmatch(r"[^()]+ \([^()]+\)", contributors), contributors
+    assert not any(p in contributors for p in ("Firstname", "Lastname", "John Doe", "AnyWare", "Organization"))
+    module = {node.targets[0].attr: ast.literal_eval(node.value) for node in ast.walk(module_tree())
+              if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)
+              and node.targets[0].attr == "contributors"}
+    assert module["contributors"] == [contributors]
+    assert "Resources/Screenshots/" not in settings["EXTENSION_SCREENSHOTURLS"]
+    assert "not a 3D Slicer screenshot" in (REPO / "docs" / "pictures.md").read_text() or \
+        "matplotlib" in (REPO / "docs" / "pictures.md").read_text()
+
+
+def test_the_licence_of_every_shipped_model_is_stated():
+    """Review C5: the extension (Apache-2.0) ships CC-BY-NC models; the README's licence line and the Models section
+    of docs/slicer.md say so."""
+    catalog = json.loads((MODULE / "Resources" / "Models.json").read_text())["models"]
+    shipped = {m["license"] for m in catalog if not m["url"].startswith(("http://", "https://"))}
+    assert shipped == {"CC-BY-NC-3.0"}
+    readme_line = next(line for line in (REPO / "README.md").read_text().splitlines() if "`LICENSE`" in line)
+    models_section = next(line for line in (REPO / "docs" / "slicer.md").read_text().split("\n- **")
+                          if line.startswith("Models**"))
+    for text in (readme_line, models_section):
+        assert "Apache-2.0" in text and all(licence in text for licence in shipped), text
+        assert "non-commercial" in text
+
+
+def test_the_package_is_installed_once_and_copied_at_build_time():
+    """Review C4: ctkMacroCompilePythonScript already installs the whole build-tree module folder, so an
+    install() of Resources/Training packages it twice; a configure-time copy (configure_file over a GLOB without
+    CONFIGURE_DEPENDS) misses added files and keeps deleted ones until CMake is re-run."""
+    commands = cmake_commands(MODULE / "CMakeLists.txt")
+    assert not [args for name, args in commands if name == "install"]
+    assert not [args for name, args in commands if name == "configure_file"]
+    globs = [args for name, args in commands if name == "file" and args[0] == "GLOB_RECURSE"]
+    assert globs and all("CONFIGURE_DEPENDS" in args for args in globs)
+    targets = [args for name, args in commands if name == "add_custom_target"]
+    assert any("ALL" in args for args in targets)
+
+
+def _configure_module_alone(source, build):
+    """DiffUMambaSeg/CMakeLists.txt under a stand-in top level: the two Slicer macros it calls are empty functions
+    (they add the module's own files, not the package), the module folder variable is Slicer's layout."""
+    import subprocess
+
+    (source / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.20)\nproject(ModuleOnly NONE)\n"
+        "set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.12/qt-scripted-modules)\n"
+        "function(slicerMacroBuildScriptedModule)\nendfunction()\nfunction(slicer_add_python_unittest)\nendfunction()\n"
+        "add_subdirectory(DiffUMambaSeg)\n")
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(source), "-B", str(build), *generator], check=True, capture_output=True)
+    return lambda: subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True, text=True)
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_a_build_copies_added_package_files_and_drops_removed_and_stale_ones(tmp_path):
+    """The real CMake builds the module's package copy twice; between the builds a package file is added, one is
+    deleted and a stale __pycache__ is left in the build tree (a test run there). The second build, without
+    re-running CMake by hand, leaves exactly the package's files."""
+    source = tmp_path / "src"
+    (source / "DiffUMambaSeg").mkdir(parents=True)
+    shutil.copy(MODULE / "CMakeLists.txt", source / "DiffUMambaSeg" / "CMakeLists.txt")
+    shutil.copytree(REPO / "Training" / "diffumamba", source / "Training" / "diffumamba",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / "Training" / name, source / "Training" / name)
+    build = _configure_module_alone(source, tmp_path / "build")
+    build()
+    copied = tmp_path / "build" / "lib" / "Slicer-5.12" / "qt-scripted-modules" / "Resources" / "Training"
+    assert _tree(copied) == _tree(source / "Training")
+    (source / "Training" / "diffumamba" / "added_later.py").write_text("VALUE = 1\n")
+    (source / "Training" / "diffumamba" / "devices.py").unlink()
+    (copied / "diffumamba" / "__pycache__").mkdir(exist_ok=True)
+    (copied / "diffumamba" / "__pycache__" / "devices.cpython-312.pyc").write_bytes(b"stale")
+    build()
+    assert _tree(copied) == _tree(source / "Training")
+    assert (copied / "diffumamba" / "added_later.py").read_text() == "VALUE = 1\n"
 
 
 def test_slicerrt_is_optional_everywhere():

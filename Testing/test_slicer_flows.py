@@ -75,7 +75,8 @@ def test_propagation_flow_matches_the_command_line(sarcoma_scene, tmp_path):
     scene, ct, folder = sarcoma_scene
     prior_gtv = scene_io.import_gtv(scene, folder / "CT_mask.nii.gz", ct, "prior GTV")
     job = flows.prepare_propagation(scene, ct, prior_gtv, ct, tmp_path / "work")
-    exported = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "work" / "prior_gtv.nii.gz"))) > 0
+    assert [f.name for f in job.files] == ["prior.nrrd", "current.nrrd", "prior_gtv.nrrd"]      # uncompressed
+    exported = sitk.GetArrayFromImage(sitk.ReadImage(str(job.files[2]))) > 0
     assert np.array_equal(exported, sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "CT_mask.nii.gz"))) > 0)
     run(job)
     segmentation, report = flows.finish_propagation(scene, job, ct)

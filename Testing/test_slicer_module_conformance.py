@@ -199,7 +199,7 @@ def test_uncertainty_map_is_in_memory_with_a_colour_map(session, small_ct, tiny_
     choose_checkpoint(ui, tiny_model)
     segment_and_wait(session, widget)
     assert not session.slot_errors
-    node = session.scene.GetFirstNodeByName("CT GTV uncertainty")
+    node = session.scene.GetFirstNodeByName("CT uncertainty")                   # one map per CT (K4)
     assert node is not None and node.GetStorageNode() is None
     assert node.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Heat"
     assert session.scene.GetNodeByID(node.GetDisplayNode().GetColorNodeID()) is not None
@@ -238,26 +238,17 @@ def test_propagate_a_prior_gtv_and_show_the_report(session, small_ct):
 
 # --- defects 8, 10, 13: export ------------------------------------------------------------------------------------
 @pytest.fixture
-def dicom_ct(session, shared_data, tmp_path):
-    """LUNG1-001 loaded as the DICOM module would: the volume carries its instance UIDs and the DICOM database
-    (a stand-in over the real series files) maps them to files."""
+def dicom_ct(session, shared_data, tmp_path, monkeypatch):
+    """LUNG1-001 loaded as the DICOM module loads it (``slicer_conformance.dicom_browser``): named "0: " (series
+    number 0, no description), carrying its instance UIDs, in its patient and study items; the DICOM database (a
+    stand-in over the real series files) maps the UIDs to files."""
     import pydicom
+    from slicer_conformance import dicom_browser
 
     series = sorted((shared_data / "nsclc_radiomics_lung1_001").rglob("*.dcm"))
     files = [f for f in series if pydicom.dcmread(f, stop_before_pixels=True).Modality == "CT"]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(files[0].parent)))
-    sitk.WriteImage(reader.Execute(), str(tmp_path / "lung1.nii.gz"))
-    volume = load_ct(session, tmp_path / "lung1.nii.gz", "LUNG1-001")
-    uids = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in files}
-    volume.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
-
-    class Database:                         # ctkDICOMDatabase's one call the module makes
-        def fileForInstance(self, uid):
-            return str(uids[uid])
-
-    session.slicer.dicomDatabase = Database()
-    return volume
+    dicom_browser.install(session, dicom_browser.DICOMDatabase(files), monkeypatch)
+    return dicom_browser.load_series(session, files, tmp_path / "dicom_load")
 
 
 def test_every_export_format_runs_without_blocking(session, dicom_ct, tmp_path):
@@ -280,6 +271,7 @@ def test_every_export_format_runs_without_blocking(session, dicom_ct, tmp_path):
     segmentation.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "GTV", [1, 0, 0])
     ui.exportSegmentationSelector.setCurrentNode(segmentation)
     out = tmp_path / "exports"
+    session.require_windows_names(out)
     ui.exportDirectoryButton.directory = str(out)
     written = {}
     for index, form in enumerate(["seg.nrrd", "nifti", "nrrd", "rtstruct", "dicom-seg"]):
@@ -291,14 +283,15 @@ def test_every_export_format_runs_without_blocking(session, dicom_ct, tmp_path):
             session.run_until(lambda: ui.exportButton.text == "Export", RUN_S)
         assert not session.slot_errors, (form, session.slot_errors)
         written[form] = ui.logText.toPlainText().splitlines()[-1]
-    assert (out / "LUNG1_GTV.seg.nrrd").is_file() and (out / "LUNG1_GTV.nii.gz").is_file()
+    stem = "LUNG1-001_20080918_LUNG1_GTV"                     # patient ID, study date, segmentation
+    assert (out / f"{stem}.seg.nrrd").is_file() and (out / f"{stem}.nii.gz").is_file()
     from dicom_validation import assert_valid_dicom
 
-    for written in ("LUNG1_GTV_rtstruct.dcm", "LUNG1_GTV_seg.dcm"):
+    for written in (f"{stem}_rtstruct.dcm", f"{stem}_seg.dcm"):
         assert_valid_dicom(out / written)
-    rtstruct = pydicom.dcmread(out / "LUNG1_GTV_rtstruct.dcm")
+    rtstruct = pydicom.dcmread(out / f"{stem}_rtstruct.dcm")
     assert rtstruct.Modality == "RTSTRUCT" and rtstruct.StructureSetROISequence[0].ROIName == "GTV"
-    assert pydicom.dcmread(out / "LUNG1_GTV_seg.dcm").Modality == "SEG"
+    assert pydicom.dcmread(out / f"{stem}_seg.dcm").Modality == "SEG"
     ui.exportFormatComboBox.currentIndex = 4                   # rtstruct-slicerrt without SlicerRT
     ui.exportButton.click()
     assert any("SlicerRT is not installed" in str(d) for d in session.dialogs)
@@ -351,7 +344,10 @@ def test_a_catalog_model_is_shown_verified_and_run(tmp_path, pythonslicer, small
         session.load_module("DiffUMambaSeg")
         widget = session.show_module("DiffUMambaSeg")
         ui = widget.ui
+        assert ui.modelComboBox.currentText == "Choose a model"      # a research model is never pre-selected
+        ui.modelComboBox.currentIndex = 1
         assert ui.modelComboBox.currentText == "Tiny test model 0.1"
+        session.answer(True)                                          # "research model, not for clinical use"
         assert "not for clinical use" in ui.modelInfoLabel.text and "0.12" in ui.modelInfoLabel.text
         ui.inputVolumeSelector.setCurrentNode(load_ct(session, small_ct[0]))
         segment_and_wait(session, widget)
@@ -360,15 +356,18 @@ def test_a_catalog_model_is_shown_verified_and_run(tmp_path, pythonslicer, small
         assert "Cached: yes" in ui.modelInfoLabel.text
 
 
-def test_the_shipped_lung_preview_is_offered_by_default_and_segments_a_real_ct(tmp_path, pythonslicer, small_ct):
-    """Issue 16: a new user's module lists the lung GTV research preview first, says what it is, copies and verifies
-    the shipped zip into the model cache on first use, and segments a real lung CT with it; the self-test's model
-    is the same one."""
+def test_the_shipped_lung_preview_is_offered_first_and_segments_a_real_ct(tmp_path, pythonslicer, small_ct):
+    """Issue 16: a new user's module lists the lung GTV research preview first (not pre-selected: the review's W13),
+    says what it is, copies and verifies the shipped zip into the model cache on first use, and segments a real lung
+    CT with it once acknowledged; the self-test's model is the same one."""
     with SlicerSession(module_dir=MODULE, work=tmp_path / "slicer", testing=False, slot_exceptions="record") as session:
         session.load_module("DiffUMambaSeg")
         widget = session.show_module("DiffUMambaSeg")
         ui = widget.ui
-        assert ui.modelComboBox.currentIndex == 0 and ui.modelComboBox.currentText.startswith("Lung GTV")
+        assert ui.modelComboBox.currentIndex == 0 and ui.modelComboBox.currentText == "Choose a model"
+        ui.modelComboBox.currentIndex = 1
+        assert ui.modelComboBox.currentText.startswith("Lung GTV")
+        session.answer(True)                                          # "research model, not for clinical use"
         assert "research preview" in ui.modelInfoLabel.text and "not for clinical use" in ui.modelInfoLabel.text
         assert "CC-BY-NC" in ui.modelInfoLabel.text and "Dice" in ui.modelInfoLabel.text
         ui.inputVolumeSelector.setCurrentNode(load_ct(session, small_ct[0]))

@@ -2,6 +2,7 @@
 killing the whole process tree (the child and what it started)."""
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,3 +107,74 @@ def test_a_runner_runs_once():
     assert runner.wait(timeout=30).ok
     with pytest.raises(RuntimeError, match="started already"):
         runner.start()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX; Windows uses taskkill /T")
+def test_cancel_returns_at_once_and_the_kill_follows_in_the_background(tmp_path):
+    """The review's K8: Cancel ran the grace (3 s) on Slicer's GUI thread. Now ``cancel`` returns at once; a child
+    that ignores SIGTERM is killed after the grace all the same, and ``poll`` reports the run as cancelled."""
+    ready = tmp_path / "ready"
+    code = ("import signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"open({str(ready)!r}, 'w').write('1')\n"
+            "time.sleep(600)\n")
+    runner = CommandRunner(python(code))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    runner.cancel(grace_seconds=2.0)
+    returned = time.monotonic() - started
+    assert returned < 0.5, f"cancel blocked the caller for {returned:.2f} s"
+    assert runner.poll() is None                       # still in its grace: ignoring SIGTERM
+    result = runner.wait(timeout=15)
+    took = time.monotonic() - started
+    assert result.cancelled and not result.ok and 1.5 < took < 10, took
+    assert not alive(runner.process.pid)
+
+
+def test_a_run_cancelled_after_its_process_ended_is_not_applied():
+    """Cancel (or a scene close) between the child's exit and the next poll: the user never saw a result, so the
+    run counts as cancelled and nothing lands in the (new) scene."""
+    runner = CommandRunner(python("pass"))
+    runner.start()
+    runner.process.wait(30)
+    runner.cancel()
+    result = runner.wait(timeout=30)
+    assert result.returncode == 0 and result.cancelled and not result.ok
+
+
+class _HungWindowsProcess:
+    """A child that never exits (stuck in a driver call): only a bounded wait returns."""
+    pid = 4242
+
+    def __init__(self):
+        self.waits = []
+
+    def poll(self):
+        return None
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if timeout is None:
+            raise AssertionError("an unbounded wait would hang Slicer here")
+        raise subprocess.TimeoutExpired("child", timeout)
+
+
+def test_windows_stop_is_bounded_even_when_taskkill_and_the_child_hang():
+    """The review's K8: on Windows ``process.wait()`` after ``taskkill`` had no timeout (runner.py:175-177)."""
+    from DiffUMambaSegLib.runner import stop_process_tree
+
+    calls = []
+
+    def hung_taskkill(command, **options):
+        calls.append((command, options))
+        raise subprocess.TimeoutExpired(command, options.get("timeout"))
+
+    process = _HungWindowsProcess()
+    started = time.monotonic()
+    stop_process_tree(process, 0.2, platform="win32", run=hung_taskkill)
+    assert time.monotonic() - started < 5
+    assert calls[0][0] == ["taskkill", "/F", "/T", "/PID", "4242"] and calls[0][1]["timeout"] is not None
+    assert process.waits and None not in process.waits

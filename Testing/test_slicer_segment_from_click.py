@@ -87,7 +87,9 @@ def test_the_catalog_click_model_is_the_default_and_segment_from_a_click_makes_t
         assert items(ui.correctionModelComboBox) == ["Click lesion 0.1.0", "Click lesion 0.0.9",
                                                      "Checkpoint or zip (choose below)"]
         assert ui.correctionModelComboBox.currentIndex == 0 and not ui.correctionModelPathLineEdit.enabled
-        assert items(ui.modelComboBox) == ["Seg test 1.0", "Checkpoint or zip (choose below)"]
+        segmentation_models = items(ui.modelComboBox)              # (a placeholder may come first: W13)
+        assert segmentation_models[-2:] == ["Seg test 1.0", "Checkpoint or zip (choose below)"]
+        assert not any(item.startswith("Click lesion") for item in segmentation_models)
         info = ui.correctionModelInfoLabel.text
         assert "Task: correction" in info and "Cached: no (shipped with the extension)" in info
         ui.correctionModelComboBox.currentIndex = 2                  # the user may still pick a file ...
@@ -101,7 +103,14 @@ def test_the_catalog_click_model_is_the_default_and_segment_from_a_click_makes_t
         ui.deviceComboBox.currentIndex = 1                           # cpu
         parameters = widget.logic.getParameterNode()
         assert parameters.outputSegmentation is None and segmentations(session) == []
+        session.answer(False)                                        # "a research model ... Use it?" -> no
+        ui.segmentFromClickButton.click()                            # nothing armed, no place mode
+        assert "NOT FOR CLINICAL USE" in session.dialogs[-1]["text"] and session.dialogs[-1]["cursor"] is None
+        assert not ui.includePlaceWidget.placeModeEnabled and widget.correction.newGtvVolume is None
+        assert ui.correctionStatusLabel.text.startswith("Not started: Click lesion 0.1.0 was not acknowledged")
+        session.answer(True)                                         # asked again -> yes: remembered from now on
         ui.segmentFromClickButton.click()
+        asked = len(session.dialogs)
         interaction = session.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
         assert interaction.GetCurrentInteractionMode() == interaction.Place and ui.includePlaceWidget.placeModeEnabled
         assert ui.correctionStatusLabel.text.startswith("Click once inside the tumour on CT")
@@ -123,7 +132,7 @@ def test_the_catalog_click_model_is_the_default_and_segment_from_a_click_makes_t
         assert reply["changed_voxels"] == int(made.sum()) > 0        # the request's mask was empty
         assert ui.segmentEditorWidget.segmentationNode() is segmentation
         assert ui.segmentEditorWidget.sourceVolumeNode() is ct
-        assert ui.correctionStatusLabel.text.startswith(f"Applied: {reply['changed_voxels']} voxels changed")
+        assert ui.correctionStatusLabel.text.startswith(f"Applied to CT GTV › GTV: {reply['changed_voxels']} voxels")
 
         # the worker ran the catalog's default model, installed from Resources into the cache and verified there
         worker = widget.logic.correction.worker
@@ -140,6 +149,7 @@ def test_the_catalog_click_model_is_the_default_and_segment_from_a_click_makes_t
         assert segmentations(session) == [segmentation] and again["clicks"] == 1
         assert np.array_equal(gtv_array(segmentation, ct), output_array(again))
         assert widget.logic.correction.worker_starts == 1 and not session.slot_errors, session.slot_errors
+        assert len(session.dialogs) == asked                         # acknowledged once: never asked again
 
 
 def test_with_no_gtv_an_include_click_makes_it_and_the_panel_says_so(session, correction_model):
@@ -154,6 +164,7 @@ def test_with_no_gtv_an_include_click_makes_it_and_the_panel_says_so(session, co
     ui.deviceComboBox.currentIndex = 1
     ui.excludePlaceWidget.setPlaceModeEnabled(True)
     session.place_point(ras_of_tumour(phantoms, (6.0, 0.0, 0.0)))   # exclude alone cannot make a GTV
+    session.process_events()
     assert ui.correctionStatusLabel.text.startswith("There is no GTV yet") and segmentations(session) == []
     reply = click(session, widget, "include", ras_of_tumour(phantoms))
     segmentation = widget.logic.getParameterNode().outputSegmentation

@@ -2,7 +2,9 @@
 
 An entry's ``url`` is http(s)://, file://, or a path without a scheme: a file shipped inside the extension,
 relative to the catalog file's folder (the module's ``Resources/``) and never outside it. Ids and versions are
-plain names (they become cache folders). Fetching, verifying and caching are ``model_cache.py``'s job.
+plain names (they become cache folders). ``research_only`` (default true: a model is for research unless its
+entry says ``"research_only": false``) keeps the panel from pre-selecting it and makes it ask for an
+acknowledgement before its first run. Fetching, verifying and caching are ``model_cache.py``'s job.
 Format and how to add a model: ``docs/model_catalog.md``.
 """
 
@@ -47,6 +49,7 @@ class ModelEntry:
     accuracy: dict = field(default_factory=dict, hash=False, compare=False)  # {"dice": 0.71, ..., "dataset": "..."}
     catalog_dir: str = field(default="", compare=False)   # folder of the catalog file (shipped files live there)
     resolved_url: str = field(default="", compare=False)  # what is fetched: url, or file:// of the shipped file
+    research_only: bool = True   # not for clinical use: never pre-selected, acknowledged before its first run
 
     @property
     def file_name(self) -> str:
@@ -110,6 +113,8 @@ def _check_optional(item: dict, where: str) -> None:
         raise CatalogError(f"{where}: seconds must be an object like {{\"cpu\": 34, \"gpu\": 6}}")
     if "size_bytes" in item and (not isinstance(item["size_bytes"], int) or isinstance(item["size_bytes"], bool)):
         raise CatalogError(f"{where}: size_bytes must be an integer")
+    if "research_only" in item and not isinstance(item["research_only"], bool):
+        raise CatalogError(f"{where}: research_only must be true or false")
 
 
 def load_catalog(path: Path) -> list[ModelEntry]:
@@ -155,7 +160,8 @@ def load_catalog(path: Path) -> list[ModelEntry]:
         entries.append(ModelEntry(str(item["id"]), str(item["name"]), str(item["version"]), item["task"],
                                   tuple(channels), item["url"], str(item["sha256"]), str(item["license"]),
                                   item.get("description", ""), item.get("size_bytes"), dict(item.get("seconds", {})),
-                                  item.get("intended_use", ""), dict(item.get("accuracy", {})), folder, resolved))
+                                  item.get("intended_use", ""), dict(item.get("accuracy", {})), folder, resolved,
+                                  item.get("research_only", True)))
     return entries
 
 
@@ -223,7 +229,8 @@ def describe(entry: ModelEntry, cache=None) -> str:
         from .model_cache import ModelCache
 
         cache = ModelCache()
-    lines = [f"{entry.name} {entry.version}",
+    research = " (research model, not for clinical use)" if entry.research_only else ""
+    lines = [f"{entry.name} {entry.version}{research}",
              f"Task: {entry.task} (input: {', '.join(entry.input_channels)})",
              f"Intended use: {entry.intended_use or 'not stated'}"]
     if entry.metrics:

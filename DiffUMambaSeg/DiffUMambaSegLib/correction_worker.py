@@ -3,7 +3,9 @@
 The process loads the model once (``{"ready": true}`` on stdout), then answers each request line with one reply
 line. Reading happens in ``runner``'s reader threads, so ``replies()`` (called from the GUI's timer) never blocks;
 writing one request line to the pipe returns at once (one request at a time is far below the pipe's buffer); stopping
-is ``runner.stop_process_tree`` after a polite quit. A worker that died keeps its stderr tail and the command's own
+asks it to quit and closes its stdin on the calling (GUI) thread, and leaves the waiting and, after the grace,
+``runner.stop_process_tree`` to a background thread: a scene close, a model change or leaving Slicer never freezes
+the GUI for the grace (the review's K8: up to 10 s). A worker that died keeps its stderr tail and the command's own
 ``error:`` line for the user.
 """
 
@@ -14,6 +16,7 @@ import contextlib
 import json
 import queue
 import subprocess
+import threading
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -107,19 +110,30 @@ class CorrectionWorker:
         tail = [line for line in self._stderr if line.strip()]
         return " | ".join(tail[-6:]) if tail else f"exit status {self.returncode}"
 
-    def stop(self, grace_seconds: float = 5.0) -> None:
-        """Ask it to quit (it finishes the request it is on), then stop the process tree if it is still there.
-        A worker that quits takes well under a second, but twice it took over 2 s (torch's interpreter teardown on
-        a busy machine), so it gets 5 s before being ended."""
+    def stop(self, grace_seconds: float = 5.0) -> Optional[threading.Thread]:
+        """Ask it to quit (it finishes the request it is on) and close its stdin, then return at once: a daemon
+        thread waits for it and stops the process tree if it is still there after the grace (the thread, for a
+        caller that may wait: tests, the command line). A worker that quits takes well under a second, but twice
+        it took over 2 s (torch's interpreter teardown on a busy machine), so it gets 5 s before being ended.
+        A daemon thread, as ``runner.stop_in_background``: leaving Slicer is not held up by it, and a worker whose
+        stdin is closed ends by itself."""
         if self.process is None or self.process.poll() is not None:
-            return
+            return None
         with contextlib.suppress(WorkerDied):
             self.send({"command": "quit"})
         with contextlib.suppress(OSError, ValueError):
             self.process.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(grace_seconds)
-        stop_process_tree(self.process, grace_seconds)
+        stopper = threading.Thread(target=_quit_or_stop, args=(self.process, grace_seconds), daemon=True,
+                                   name=f"stop correction worker {self.process.pid}")
+        stopper.start()
+        return stopper
+
+
+def _quit_or_stop(process: subprocess.Popen, grace_seconds: float) -> None:
+    """The grace for a polite quit, then ``stop_process_tree`` (which returns at once when it quit)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace_seconds)
+    stop_process_tree(process, grace_seconds)
 
 
 class Worker(Protocol):
@@ -138,7 +152,7 @@ class Worker(Protocol):
 
     def failure(self) -> str: ...
 
-    def stop(self) -> None: ...
+    def stop(self): ...                               # returns at once (never waits on the GUI thread)
 
 
 WorkerFactory = Callable[[Path, str], Worker]          # (model, device) -> a started worker

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-__all__ = ["PACKAGE_MARKER", "package_dir", "python_executable", "subprocess_environment"]
+__all__ = ["PACKAGE_MARKER", "UTF8_STDIO", "package_dir", "python_executable", "subprocess_environment"]
 
 PACKAGE_MARKER = Path("diffumamba") / "__init__.py"
 
@@ -47,10 +47,21 @@ def python_executable(slicer_home: Optional[str], which: Callable[[str], Optiona
                                                                       else "") + ": start Slicer with its launcher.")
 
 
+# The child's text streams in UTF-8, whatever the locale: the runner and the correction worker decode (and write
+# the worker's stdin) as UTF-8, but Python encodes piped stdio in the locale's code page (cp1252 and the like on
+# Windows, ASCII under a C locale) unless told otherwise, so a CJK or accented user folder, patient name or series
+# description in a path would come out garbled, or fail the CLI with UnicodeEncodeError. PYTHONUTF8=1 also decodes
+# the child's argv as UTF-8; backslashreplace keeps any undecodable byte of a path from failing the run.
+# Forced, not defaulted: a PYTHONIOENCODING=cp1252 set for other programs would break the decoding the same way.
+UTF8_STDIO = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8:backslashreplace"}
+
+
 def subprocess_environment(package: Path, base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """The environment of a run: ``base`` (the current one) with the shipped package first on PYTHONPATH."""
+    """The environment of a run: ``base`` (the current one) with the shipped package first on PYTHONPATH,
+    unbuffered output, and UTF-8 standard streams (``UTF8_STDIO``)."""
     environment = dict(os.environ if base is None else base)
     rest = environment.get("PYTHONPATH", "")
     environment["PYTHONPATH"] = str(package) + (os.pathsep + rest if rest else "")
     environment.setdefault("PYTHONUNBUFFERED", "1")
+    environment.update(UTF8_STDIO)
     return environment

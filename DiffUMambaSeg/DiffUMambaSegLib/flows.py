@@ -1,6 +1,8 @@
 """The module's two flows, each in three steps so the widget can run the middle one without blocking:
 
-1. ``prepare_*``: write the input nodes to files in a work folder and build the ``diffumamba`` command;
+1. ``prepare_*``: write the input nodes to files in a work folder and build the ``diffumamba`` command (the
+   inputs as uncompressed NRRD: gzip would cost seconds per CT on the GUI thread before the run can start, as
+   MONAIAuto3DSeg avoids with ``UseCompressionOff``; work file names are fixed, never taken from node names);
 2. run the command (``runner.CommandRunner``: progress, cancel);
 3. ``finish_*``: read the result into a new segmentation node (only then is the scene changed, so a
    cancelled or failed run leaves it as it was).
@@ -18,7 +20,8 @@ from typing import Optional, Sequence
 from . import scene as scene_io
 
 __all__ = ["Job", "prepare_segmentation", "finish_segmentation", "prepare_propagation", "finish_propagation",
-           "prepare_dicom_export", "load_uncertainty", "gtv_segments", "diffumamba_command", "serve_command"]
+           "prepare_dicom_export", "dicom_export_paths", "load_uncertainty", "gtv_segments", "diffumamba_command",
+           "serve_command"]
 
 
 @dataclass
@@ -47,7 +50,7 @@ def prepare_segmentation(volume_node, models: Sequence[Path], work: Path, device
     if not models:
         raise ValueError("choose a model first")
     work.mkdir(parents=True, exist_ok=True)
-    image = scene_io.write_volume(volume_node, work / "input.nii.gz")
+    image = scene_io.write_volume(volume_node, work / "input.nrrd", compress=False)
     out = work / "output"
     command = [*diffumamba_command(python), "predict", str(image), "--model", *map(str, models), "--out", str(out),
                "--device", device, "--progress", "json"]
@@ -105,9 +108,10 @@ def prepare_propagation(scene, prior_volume, prior_segmentation, current_volume,
     ``gtv_segments``); nothing in the scene changes."""
     segments = gtv_segments(prior_segmentation, segment_name)
     work.mkdir(parents=True, exist_ok=True)
-    prior = scene_io.write_volume(prior_volume, work / "prior.nii.gz")
-    current = scene_io.write_volume(current_volume, work / "current.nii.gz")
-    gtv = scene_io.export_labelmap(scene, prior_segmentation, prior_volume, work / "prior_gtv.nii.gz", segments)
+    prior = scene_io.write_volume(prior_volume, work / "prior.nrrd", compress=False)
+    current = scene_io.write_volume(current_volume, work / "current.nrrd", compress=False)
+    gtv = scene_io.export_labelmap(scene, prior_segmentation, prior_volume, work / "prior_gtv.nrrd", segments,
+                                   compress=False)
     out = work / "output"
     command = [*diffumamba_command(python), "propagate", "--prior", str(prior), "--prior-gtv", str(gtv),
                "--current", str(current), "--out", str(out), "--device", device, "--progress", "json"]
@@ -125,15 +129,23 @@ def finish_propagation(scene, job: Job, current_volume, name: Optional[str] = No
 
 def prepare_dicom_export(scene, segmentation, reference_volume, dicom_files: Sequence[Path], work: Path, out: Path,
                          formats: Sequence[str] = ("rtstruct", "dicom-seg"), name: str = "GTV",
-                         segment_names: Sequence[str] = ("GTV",), python: Optional[str] = None) -> Job:
-    """RTSTRUCT / DICOM SEG of the (edited) segments, referencing the CT series the reference volume came from.
+                         ids: Optional[Sequence[str]] = None, python: Optional[str] = None) -> Job:
+    """RTSTRUCT / DICOM SEG of the (edited) segments ``ids`` (default: all), referencing the CT series the
+    reference volume came from.
 
-    ``dicom_files``: that series' files (in Slicer, from the DICOM database by the volume's instance UIDs);
-    they are linked into the work folder so the command sees exactly one series.
+    Each segment leaves as its own 0/1 mask, by segment ID: overlapping segments (an edited "GTV" and the
+    "GTV 2" a later run adds beside it) and segments of the same name each keep every voxel, one ROI / SEG
+    segment per mask. ``dicom_files``: that series' files (in Slicer, from the DICOM database by the volume's
+    instance UIDs, see ``dicom_database``); they are linked into the work folder so the command sees exactly
+    one series. ``name``: the output file stem (``file_names.export_stem``).
     """
     if not dicom_files:
         raise ValueError("the reference volume was not loaded from DICOM: its series files are needed for "
                          "RTSTRUCT and SEG (export a label map or .seg.nrrd instead)")
+    missing = [str(path) for path in dicom_files if not str(path) or str(path) == "." or not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"the CT's DICOM file {missing[0]} is missing: its DICOM files are not where this "
+                                "Slicer's DICOM database says")
     series = work / "series"
     series.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(dicom_files):
@@ -143,8 +155,17 @@ def prepare_dicom_export(scene, segmentation, reference_volume, dicom_files: Seq
                 link.symlink_to(Path(path).resolve())
             except OSError:        # no symlinks (Windows without privilege): copy
                 shutil.copyfile(path, link)
-    labelmap = scene_io.export_labelmap(scene, segmentation, reference_volume, work / f"{name}.nii.gz", segment_names)
-    command = [*diffumamba_command(python), "export", str(labelmap), "--reference", str(series), "--out", str(out),
-               "--names", *segment_names, "--format", *formats, "--name", name]
+    masks = scene_io.export_segment_masks(scene, segmentation, reference_volume, work, ids)
+    if not masks:
+        raise ValueError(f"{segmentation.GetName()} has no segment to export")
+    command = [*diffumamba_command(python), "export", *(str(path) for _id, _name, path in masks),
+               "--reference", str(series), "--out", str(out), "--names", *(n for _id, n, _path in masks),
+               "--format", *formats, "--name", name]
     return Job(command, out / f"{name}_rtstruct.dcm" if "rtstruct" in formats else out / f"{name}_seg.dcm",
-               files=[labelmap])
+               files=[path for _id, _name, path in masks])
+
+
+def dicom_export_paths(out: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    """The files ``prepare_dicom_export``'s command writes (asked about before they are replaced)."""
+    suffixes = {"rtstruct": "_rtstruct.dcm", "dicom-seg": "_seg.dcm"}
+    return [Path(out) / f"{name}{suffixes[form]}" for form in formats]

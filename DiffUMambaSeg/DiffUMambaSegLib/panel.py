@@ -1,13 +1,21 @@
 """The module panel's behaviour: buttons, the model list, progress, and what the user sees while a run goes.
 
 The only file of the Lib package that touches Qt (a ``QTimer`` to poll runs and downloads, ``QSettings`` to
-remember the export folder); the widgets come from the ``.ui`` through ``ui``. One task at a time: while a
-download, run or export goes, its button reads Cancel and the other two are disabled (clicking another run
-button must never cancel the current one). Every scene change happens in ``_finish`` after a success.
+remember the export folder and the research models the user acknowledged); the widgets come from the ``.ui``
+through ``ui``. One task at a time: while a download, run or export goes, its button reads Cancel and the other
+two are disabled (clicking another run button must never cancel the current one). Every scene change happens in
+``_finish`` after a success; however a run ends (finished, failed, cancelled, scene closed) ``_finish`` hands its
+result to ``logic.finish``, which always clears the run, so the next one can start.
+
+Research models: a catalog entry marked research-only (``catalog.ModelEntry.research_only``) is never selected by
+default, needs a one-time acknowledgement before its first run, and its result segment carries the tag
+``RESEARCH_TAG`` ("not for clinical use"), which a ``.seg.nrrd`` keeps. Questions are never asked under the wait
+cursor (``ask``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,10 +27,13 @@ from .model_cache import ModelCache
 from .logic import chosen_path
 from .model_download import DownloadJob
 
-__all__ = ["Panel", "EXPORT_FOLDER_KEY"]
+__all__ = ["Panel", "EXPORT_FOLDER_KEY", "ACKNOWLEDGED_KEY", "RESEARCH_TAG", "ask", "noWaitCursor"]
 
 EXPORT_FOLDER_KEY = "DiffUMambaSeg/ExportFolder"
+ACKNOWLEDGED_KEY = "DiffUMambaSeg/AcknowledgedResearchModels"   # "id@version" of each research model acknowledged
+RESEARCH_TAG = "DiffUMambaSeg.NotForClinicalUse"                 # segment tag on a research model's result
 CHECKPOINT_ITEM = ""          # the model list's last item: the checkpoint or zip in the path field
+CHOOSE_ITEM = "choose"        # the model list's first item when no model may be pre-selected
 
 
 def _(text: str) -> str:
@@ -33,11 +44,34 @@ def _(text: str) -> str:
     return tr(text)
 
 
+@contextlib.contextmanager
+def noWaitCursor():
+    """No override cursor inside the block (they are put back after): a question or the installer's dialogs
+    under ``tryWithErrorDisplay(waitCursor=True)`` would otherwise show a busy cursor over their buttons
+    (slicer/util.py:3570-3580 holds the wait cursor for the whole block)."""
+    app, saved = slicer.app, []
+    while app.overrideCursor() is not None and len(saved) < 32:
+        saved.append(app.overrideCursor())
+        app.restoreOverrideCursor()
+    try:
+        yield
+    finally:
+        for cursor in reversed(saved):
+            app.setOverrideCursor(cursor)
+
+
+def ask(question: str) -> bool:
+    """An OK/Cancel question, never under the wait cursor."""
+    with noWaitCursor():
+        return bool(slicer.util.confirmOkCancelDisplay(question, "DiffUMambaSeg"))
+
+
 class Panel:
     def __init__(self, ui, logic, editor, parameters, catalogPath: Path, cache: Optional[ModelCache] = None,
                  onResult: Callable[[], None] = lambda: None):
         self.ui, self.logic, self.editor, self.parameters = ui, logic, editor, parameters
         self.onResult = onResult          # a new GTV is in the editor (the click corrections start afresh)
+        self.runEntry: Optional[catalog.ModelEntry] = None     # the catalog model of the run going, if any
         self.cache = cache or ModelCache()
         self.entries, problem = [], ""
         try:
@@ -81,12 +115,21 @@ class Panel:
 
     # --- models ---------------------------------------------------------------------------------------------
     def _fillModels(self) -> None:
+        """The catalog's segmentation models (the default first), then "Checkpoint or zip". When the default is a
+        research model (not for clinical use) nothing is pre-selected: the list starts on "Choose a model", so
+        using a research model is always the user's explicit choice."""
         combo = self.ui.modelComboBox
         combo.clear()
-        for entry in self.entries:
-            if entry.task == "segmentation":
-                combo.addItem(f"{entry.name} {entry.version}", f"{entry.id}@{entry.version}")
+        entries = catalog.for_task(self.entries, "segmentation")
+        if entries and entries[0].research_only:
+            combo.addItem(_("Choose a model"), CHOOSE_ITEM)
+        for entry in entries:
+            combo.addItem(f"{entry.name} {entry.version}", f"{entry.id}@{entry.version}")
         combo.addItem(_("Checkpoint or zip (choose below)"), CHECKPOINT_ITEM)
+        combo.currentIndex = 0
+
+    def _chooseSelected(self) -> bool:
+        return self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex) == CHOOSE_ITEM
 
     def selectedEntry(self) -> Optional[catalog.ModelEntry]:
         key = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex)
@@ -94,9 +137,13 @@ class Panel:
 
     def onModelChanged(self, index=None) -> None:
         entry = self.selectedEntry()
-        self.ui.modelPathLineEdit.enabled = entry is None
+        self.ui.modelPathLineEdit.enabled = entry is None and not self._chooseSelected()
         if entry is not None:
             self.ui.modelInfoLabel.text = catalog.describe(entry, self.cache)
+        elif self._chooseSelected():
+            self.ui.modelInfoLabel.text = _("Choose a model from the list. The models listed are research models, "
+                                            "not for clinical use: each says what it was trained on and how "
+                                            "accurate it is.")
         else:
             self.ui.modelInfoLabel.text = _("A Diff-UMamba checkpoint (.safetensors) trained with diffumamba train, "
                                             "or a model package .zip written by diffumamba package (an ensemble); "
@@ -104,13 +151,53 @@ class Panel:
                                             "cache on first use.")
 
     def _localModels(self) -> list:
-        path = chosen_path(self.parameters.modelPath)
+        path = None if self._chooseSelected() else chosen_path(self.parameters.modelPath)
         if path is None:
             raise ValueError(_("Choose a model: pick one from the model list, or browse to a .safetensors "
                                "checkpoint or a model package .zip."))
         if path.suffix.lower() == ".zip":
             return self.cache.import_local(path)
         return [path]
+
+    # --- research models ------------------------------------------------------------------------------------
+    @staticmethod
+    def _acknowledged() -> list:
+        value = qt.QSettings().value(ACKNOWLEDGED_KEY, [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def acknowledge(self, entry: catalog.ModelEntry) -> bool:
+        """True when ``entry`` may run: a clinical model, or a research model the user acknowledged (asked once,
+        remembered in the settings per model and version)."""
+        key = f"{entry.id}@{entry.version}"
+        if not entry.research_only or key in self._acknowledged():
+            return True
+        question = _("{name} {version} is a research model, NOT FOR CLINICAL USE.\n\n{use}\n\nIts contours must "
+                     "not be used for diagnosis or treatment planning without being redrawn or corrected by a "
+                     "clinician; its results are tagged \"not for clinical use\". Use it?").format(
+            name=entry.name, version=entry.version, use=entry.intended_use or entry.description)
+        if not ask(question):
+            return False
+        qt.QSettings().setValue(ACKNOWLEDGED_KEY, self._acknowledged() + [key])
+        return True
+
+    def _markResearchResult(self, segmentation, segmentId: str) -> None:
+        """A research model's result says so in the segment itself (a tag a .seg.nrrd keeps); a later result of
+        another model in the same segment drops it."""
+        segment = segmentation.GetSegmentation().GetSegment(segmentId) if segmentation is not None else None
+        if segment is None:
+            return
+        entry = self.runEntry
+        if entry is not None and entry.research_only:
+            segment.SetTag(RESEARCH_TAG, f"{entry.name} {entry.version}: research model, not for clinical use")
+        else:
+            segment.RemoveTag(RESEARCH_TAG)
+
+    def _releaseGpu(self) -> None:
+        """The click-correction worker keeps its model on the GPU until it is stopped; a Segment or Propagate run
+        on CUDA next to it can run out of GPU memory on a small card, so the worker is stopped first (it restarts
+        with the next click). "auto" picks CUDA when there is one, so it counts too; on "cpu" the worker stays."""
+        if self.parameters is not None and self.parameters.device != "cpu":
+            self.logic.correction.stop()
 
     # --- starting and cancelling ----------------------------------------------------------------------------
     def _startOrCancel(self, name: str, start) -> None:
@@ -124,16 +211,24 @@ class Panel:
 
     def _segment(self) -> bool:
         entry = self.selectedEntry()
+        if entry is not None and not self.acknowledge(entry):
+            self.onLog(_("Not started: {name} {version} was not acknowledged as a research model.").format(
+                name=entry.name, version=entry.version))
+            return False
         if entry is not None and not self.cache.is_cached(entry):
             self.download = DownloadJob(self.cache, entry).start()
             self._pending = self._segment
             self.onLog(_("Downloading {name} {version} ...").format(name=entry.name, version=entry.version))
             return True
         models = self.cache.checkpoints(entry) if entry is not None else self._localModels()
+        self._releaseGpu()
+        self.runEntry = entry
         self.logic.startSegmentation(self.parameters, models, self.onProgress, self.onLog)
         return True
 
     def _propagate(self) -> bool:
+        self._releaseGpu()
+        self.runEntry = None
         self.logic.startPropagation(self.parameters, self.onProgress, self.onLog)
         return True
 
@@ -163,6 +258,7 @@ class Panel:
         for key, button in self.buttons.items():
             button.enabled = True
             button.text = self.labels[key]
+        self.ui.progressBar.setFormat("%p%")        # not the last stage's name once nothing runs
 
     # --- while it runs --------------------------------------------------------------------------------------
     def onPoll(self) -> None:
@@ -199,15 +295,20 @@ class Panel:
                 raise
 
     def _finish(self, result) -> None:
+        """However the run ended, ``logic.finish`` gets it: it clears the run in every case (a cancelled run
+        kept as "running" would refuse every later Segment, Propagate and DICOM export: the review's B1)."""
         if result.cancelled:
+            self.logic.finish(result)
             self.onLog(_("Cancelled: nothing was changed."))
             return
-        outcome = self.logic.finish(result, self.parameters.outputSegmentation, self.editor.saveStateForUndo,
-                                    lambda question: slicer.util.confirmOkCancelDisplay(question, "DiffUMambaSeg"))
+        target = self.parameters.outputSegmentation if self.parameters is not None else None
+        outcome = self.logic.finish(result, target, self.editor.saveStateForUndo, ask)
         if outcome.exported is not None:
             self.onLog(_("Exported {path}").format(path=outcome.exported))
         if outcome.segmentation is not None:
-            self.parameters.outputSegmentation = outcome.segmentation
+            self._markResearchResult(outcome.segmentation, outcome.segment_id)
+            if self.parameters is not None:
+                self.parameters.outputSegmentation = outcome.segmentation
             self.editor.show(outcome.segmentation, self.logic.referenceVolume or outcome.segmentation.GetNodeReference(
                 outcome.segmentation.GetReferenceImageGeometryReferenceRole()))
             self.onResult()

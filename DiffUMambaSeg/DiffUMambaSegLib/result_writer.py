@@ -62,36 +62,35 @@ def _free_name(content, base: str) -> str:
 def write_result(scene, label_path: Path, reference_volume, target, segment_name: str,
                  save_undo: Callable[[object], None], ask_replace: Callable[[str], bool],
                  new_name: Optional[str] = None):
-    """Put the label map's GTV into ``target`` (or a new node when ``target`` is None or on another CT);
-    returns (segmentation node, segment id)."""
-    if target is None or _reference(target) is not reference_volume:
+    """Put the label map's GTV into ``target`` (or a new node when ``target`` is None, on another CT, or under
+    another transform than the CT); returns (segmentation node, segment id).
+
+    The label map holds the CT's own coordinates (the CT was written without its parent transform), so the
+    result sits under the CT's parent transform and lands where the CT is shown. The result is read straight
+    into a segment (``scene.gtv_segment``): no temporary node is added to the scene."""
+    if target is None or _reference(target) is not reference_volume or (
+            target.GetTransformNodeID() != reference_volume.GetTransformNodeID()):
         target = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", new_name or f"{reference_volume.GetName()} GTV")
         target.CreateDefaultDisplayNodes()
+        scene_io.follow_transform(target, reference_volume)
         target.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         scene_io.place_beside(scene, target, reference_volume)
-    fresh = scene_io.import_gtv(scene, label_path, reference_volume, "DiffUMambaSeg result", segment_name)
-    try:
-        content = target.GetSegmentation()
-        existing = content.GetSegmentIdBySegmentName(segment_name)
-        name = segment_name
-        if existing:
-            if _tag(target, existing) == fingerprint(target, existing) or ask_replace(
-                    f"The segment '{segment_name}' of '{target.GetName()}' was edited after it was created. Replace "
-                    f"it with the new result? (Cancel keeps it and adds the result as a new segment.)"):
-                save_undo(target)
-                content.RemoveSegment(existing)
-            else:
-                name = _free_name(content, segment_name)
-        elif content.GetNumberOfSegments():
+    content = target.GetSegmentation()
+    existing = content.GetSegmentIdBySegmentName(segment_name)
+    name = segment_name
+    if existing:
+        if _tag(target, existing) == fingerprint(target, existing) or ask_replace(
+                f"The segment '{segment_name}' of '{target.GetName()}' was edited after it was created. Replace "
+                f"it with the new result? (Cancel keeps it and adds the result as a new segment.)"):
             save_undo(target)
-        source_id = fresh.GetSegmentation().GetNthSegmentID(0)
-        fresh.GetSegmentation().GetSegment(source_id).SetName(name)
-        if not content.CopySegmentFromSegmentation(fresh.GetSegmentation(), source_id):
-            raise OSError(f"could not copy the result into {target.GetName()}")
-        segment_id = content.GetSegmentIdBySegmentName(name)
-        content.GetSegment(segment_id).SetTag(FINGERPRINT_TAG, fingerprint(target, segment_id))
-        return target, segment_id
-    finally:
-        for node in (fresh.GetDisplayNode(), fresh):
-            if node is not None:
-                scene.RemoveNode(node)
+            content.RemoveSegment(existing)
+        else:
+            name = _free_name(content, segment_name)
+    elif content.GetNumberOfSegments():
+        save_undo(target)
+    segment = scene_io.gtv_segment(label_path, name)
+    if not content.AddSegment(segment):
+        raise OSError(f"could not add the result to {target.GetName()}")
+    segment_id = content.GetSegmentIdBySegment(segment)
+    content.GetSegment(segment_id).SetTag(FINGERPRINT_TAG, fingerprint(target, segment_id))
+    return target, segment_id

@@ -7,6 +7,8 @@ with ``poll()`` from a timer, so no Qt is needed here and the class is tested wi
 kills the whole process tree (the child is started in its own process group / session), because killing
 the launcher alone can leave the real Python process running. The reader threads (``start_line_readers``) and
 the tree kill (``stop_process_tree``) are shared with the persistent correction worker (``correction_worker``).
+Cancel never waits on the GUI thread: the grace before the kill runs in a daemon thread (``stop_in_background``),
+and every wait has a bound, Windows' included (a hung ``taskkill`` or child must not freeze Slicer).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 __all__ = ["Progress", "parse_progress", "CommandRunner", "RunResult", "process_options", "start_line_readers",
-           "stop_process_tree", "poll_until"]
+           "stop_process_tree", "stop_in_background", "poll_until"]
 
 # Windows constants (subprocess defines them only on Windows): PythonSlicer.exe and taskkill are console
 # programs, so without these every run and every cancel would flash a console window.
@@ -137,12 +139,17 @@ class CommandRunner:
         """Poll until done (scripts and tests; the GUI polls from a timer instead)."""
         return poll_until(self.poll, timeout, interval, f"{self.command[0]} still running after {timeout} s")
 
-    def cancel(self, grace_seconds: float = 3.0) -> None:
-        """Stop the child and everything it started: terminate the group, kill what is left after the grace."""
-        if self.process is None or self.process.poll() is not None:
-            return
+    def cancel(self, grace_seconds: float = 3.0) -> Optional[threading.Thread]:
+        """Stop the child and everything it started: terminate the group, kill what is left after the grace.
+        Returns at once (the grace runs in the returned daemon thread; ``poll`` reports the end). A run cancelled
+        after its process ended but before ``poll`` reported it counts as cancelled too: the user said Cancel
+        before seeing a result, so none may be applied."""
+        if self.process is None:
+            return None
         self._cancelled = True
-        stop_process_tree(self.process, grace_seconds)
+        if self.process.poll() is not None:
+            return None
+        return stop_in_background(self.process, grace_seconds)
 
 
 def start_line_readers(process: subprocess.Popen, lines: "queue.Queue[tuple[str, Optional[str]]]"
@@ -166,22 +173,46 @@ def _read(name: str, stream, lines: queue.Queue) -> None:
     lines.put((name, None))
 
 
-def stop_process_tree(process: subprocess.Popen, grace_seconds: float = 3.0) -> None:
+def stop_process_tree(process: subprocess.Popen, grace_seconds: float = 3.0, platform: str = sys.platform,
+                      run: Callable = subprocess.run) -> None:
     """Stop ``process`` (started with ``process_options``) and everything it started: terminate its group, kill
-    what is left after the grace (Windows: ``taskkill /T``)."""
+    what is left after the grace (Windows: ``taskkill /F /T``). Blocks for at most about twice the grace; use
+    ``stop_in_background`` on the GUI thread."""
     if process.poll() is not None:
         return
-    if sys.platform == "win32":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True,
-                       startupinfo=process_options()["startupinfo"], creationflags=CREATE_NO_WINDOW)
-        process.wait()
+    if platform == "win32":
+        _stop_windows(process, grace_seconds, run)
         return
     group = os.getpgid(process.pid)
     _signal_group(group, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):   # still running after the grace: killed below
         process.wait(grace_seconds)
     _signal_group(group, signal.SIGKILL)   # grandchildren that ignored SIGTERM, or outlived the child
-    process.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):   # SIGKILL cannot be ignored; a bound all the same
+        process.wait(grace_seconds)
+
+
+def _stop_windows(process: subprocess.Popen, grace_seconds: float, run: Callable) -> None:
+    """``taskkill /F /T`` (the tree), bounded: a taskkill or a child that hangs (a process stuck in a driver call
+    cannot be ended) must not hang the caller; whatever is left is reported by the process's own poll later."""
+    try:
+        info = process_options("win32")["startupinfo"]
+    except AttributeError:                  # subprocess.STARTUPINFO exists only on Windows (tests elsewhere)
+        info = None
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, startupinfo=info,
+            creationflags=CREATE_NO_WINDOW, timeout=max(grace_seconds, 1.0))
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace_seconds)
+
+
+def stop_in_background(process: subprocess.Popen, grace_seconds: float = 3.0) -> threading.Thread:
+    """``stop_process_tree`` in a daemon thread, so a Cancel, a scene close or leaving Slicer never freezes the GUI
+    for the grace (the review's K8: up to 3 s per cancel); the caller learns of the end from ``process.poll()``."""
+    stopper = threading.Thread(target=stop_process_tree, args=(process, grace_seconds), daemon=True,
+                               name=f"stop {process.pid}")
+    stopper.start()
+    return stopper
 
 
 def poll_until(poll: Callable[[], Optional[object]], timeout: Optional[float], interval: float, late: str):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import environment, install
+from . import install
 
 __all__ = ["run_self_test", "dependencies_present"]
 
 
 def dependencies_present(module_dir: Path) -> bool:
-    requirements = install.load_requirements(environment.package_dir(module_dir) / "pyproject.toml")
+    requirements = install.runtime_requirements(module_dir)      # what the module installs, not the training extras
     return not install.missing(requirements, install.installed_version) and install.installed_version("torch")
 
 
@@ -45,8 +45,9 @@ def _ct():
 
 
 def default_model(module_dir: Path) -> list[Path]:
-    """The checkpoints of the catalog's first segmentation model (what the panel offers by default), from the
-    model cache, after copying and verifying it there if needed."""
+    """The checkpoints of the catalog's first segmentation model (listed first in the panel, never pre-selected
+    there: a research model; the self-test is not a clinical use), from the model cache, after copying and
+    verifying it there if needed."""
     from . import catalog
     from .model_cache import ModelCache
 

@@ -151,9 +151,14 @@ class Dialogs:
     def __init__(self):
         self.record = []
         self.answers = []
+        self.cursor = lambda: None     # the application's override cursor (the session wires slicer.app's)
 
     def add(self, kind, text, **extra):
-        self.record.append({"kind": kind, "text": text, **extra})
+        """Each dialog is recorded with the override cursor it appeared under: QApplication shows a modal dialog
+        under the override cursor (Qt applies it to every window, qguiapplication.cpp setOverrideCursor), so a
+        question asked inside ``tryWithErrorDisplay(waitCursor=True)`` (slicer/util.py:3570-3580) shows a busy
+        cursor over its buttons. Tests assert ``cursor is None`` for questions."""
+        self.record.append({"kind": kind, "text": text, "cursor": self.cursor(), **extra})
 
     def take_answer(self, kind, text):
         if not self.answers:

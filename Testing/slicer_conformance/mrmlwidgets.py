@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import vtk
 
-from .widgets import QWidget
+from .widgets import QObject, QWidget
 
 
 def _slicer():
@@ -218,6 +218,89 @@ CORE_EFFECTS = ("Paint", "Draw", "Erase", "Level tracing", "Grow from seeds", "F
                 "Hollow", "Smoothing", "Scissors", "Islands", "Logical operators", "Mask volume", "Threshold")
 
 
+def _effect_factory_api():
+    """Slicer v5.12.3 Modules/Loadable/Segmentations/EditorEffects/qSlicerSegmentEditorEffectFactory.h (not in the
+    reference folder): Q_INVOKABLE static instance(), Q_INVOKABLE registerEffect / registeredEffects / copyEffects,
+    signal effectRegistered(QString)."""
+    from . import qtapi
+    api = qtapi.Api("qSlicerSegmentEditorEffectFactory", source="hand: qSlicerSegmentEditorEffectFactory.h (v5.12.3)")
+    api.methods |= {"instance", "registerEffect", "registeredEffects", "copyEffects"}
+    api.signals["effectRegistered"] = ["effectRegistered(QString)"]
+    return api.merged(qtapi.qt_api("QObject"))
+
+
+def _scripted_effect_api():
+    """qSlicerSegmentEditorScriptedEffect (EditorEffects/qSlicerSegmentEditorScriptedEffect.h and its base
+    qSlicerSegmentEditorAbstractEffect.h, v5.12.3): the ``name`` property the factory registers it by (a scripted
+    effect's __init__ sets ``scriptedEffect.name``), setPythonSource() and self() (not emulated)."""
+    from . import qtapi
+    api = qtapi.Api("qSlicerSegmentEditorScriptedEffect", source="hand: qSlicerSegmentEditorScriptedEffect.h (v5.12.3)")
+    api.properties["name"] = ("QString", True)
+    api.methods |= {"setPythonSource", "self"}
+    return api.merged(qtapi.qt_api("QObject"))
+
+
+def _register_hand_apis():
+    from . import qtapi
+    qtapi.effect_factory_api = _effect_factory_api
+    qtapi.scripted_effect_api = _scripted_effect_api
+
+
+_register_hand_apis()
+
+
+class qSlicerSegmentEditorScriptedEffect(QObject):
+    """A segment editor effect as extensions register it (SegmentEditorExtraEffects, ...): only its name."""
+
+    _is_standin = True
+    _api_source = ("app", "scripted_effect_api")
+
+
+class qSlicerSegmentEditorEffectFactory(QObject):
+    """The application's effect factory (``slicer.qSlicerSegmentEditorEffectFactory.instance()``), as in
+    qSlicerSegmentEditorEffectFactory.cxx: ``registerEffect`` refuses an effect without a name or with a name
+    already registered (returns False), else appends it and emits ``effectRegistered(name)``. A fresh session's
+    factory holds the core effects (the Segmentations module registers them in its setup, before any module
+    widget exists). A widget sees an effect registered after it was built only after ``updateEffectList()``."""
+
+    _is_standin = True
+    _api_source = ("app", "effect_factory_api")
+    _static_members = ("instance",)
+    _instance = None
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        object.__setattr__(self, "_effects", [])
+        for name in CORE_EFFECTS:
+            effect = qSlicerSegmentEditorScriptedEffect()
+            effect.name = name
+            self._effects.append(effect)
+
+    @staticmethod
+    def instance():
+        cls = qSlicerSegmentEditorEffectFactory
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    @staticmethod
+    def _reset():
+        """A new application (session): a new singleton."""
+        qSlicerSegmentEditorEffectFactory._instance = None
+
+    def registerEffect(self, effect):
+        if not isinstance(effect, qSlicerSegmentEditorScriptedEffect):
+            raise TypeError(f"registerEffect(qSlicerSegmentEditorAbstractEffect*): got {effect!r}")
+        if not effect.name or any(e.name == effect.name for e in self._effects):
+            return False
+        self._effects.append(effect)
+        self._emit("effectRegistered", effect.name)
+        return True
+
+    def registeredEffects(self):
+        return list(self._effects)
+
+
 class qMRMLSegmentEditorWidget(qMRMLWidget):
     _is_standin = True
     _api_source = ("header", "qMRMLSegmentEditorWidget")
@@ -236,7 +319,10 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
         object.__setattr__(self, "_shortcuts_installed", False)
         object.__setattr__(self, "_view_observations", False)
         object.__setattr__(self, "_active_effect", None)
+        object.__setattr__(self, "_effect_names", [])
+        object.__setattr__(self, "_effect_list_updates", [])
         self._history.SetMaximumNumberOfStates(10)
+        self.updateEffectList()               # qMRMLSegmentEditorWidgetPrivate::init() ends with updateEffectList()
 
     # -- nodes (kept in the real vtkMRMLSegmentEditorNode, like the C++ widget)
     def setMRMLSegmentEditorNode(self, node):
@@ -311,32 +397,42 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
     def updateWidgetFromMRML(self):
         pass
 
-    # -- effects: the core effects by name only (their tools are C++/Qt view interaction, not emulated); what a
-    # module must get right is which effect is active when it hands the views back (exit(): none)
+    # -- effects by name only (their tools are C++/Qt view interaction, not emulated): the widget's own copy of the
+    # factory's effects, taken when it is built and by updateEffectList() (qMRMLSegmentEditorWidget.cxx:
+    # updateEffectList copies the factory's effects it does not have yet, qSlicerSegmentEditorEffectFactory::
+    # copyEffects); what a module must get right is which effect is active when it hands the views back (exit():
+    # none) and that effects registered later reach its editor. ``_effect_list_updates``: the names each
+    # updateEffectList() call added.
+
+    def updateEffectList(self):
+        added = [e.name for e in qSlicerSegmentEditorEffectFactory.instance().registeredEffects()
+                 if e.name not in self._effect_names]
+        self._effect_names.extend(added)
+        self._effect_list_updates.append(added)
 
     def activeEffect(self):
         return getattr(self, "_active_effect", None)
 
     def setActiveEffect(self, effect):
-        if effect is not None and effect not in CORE_EFFECTS:
-            raise NotImplementedError("only core effects (by name) are emulated")
+        if effect is not None and effect not in self._effect_names:
+            raise NotImplementedError(f"segment editor effect {effect!r} is not in this editor's effect list")
         object.__setattr__(self, "_active_effect", effect)
         if self._editor_node is not None:
             self._editor_node.SetActiveEffectName(effect or "")
 
     def setActiveEffectByName(self, name):
-        if name and name not in CORE_EFFECTS:
-            raise NotImplementedError(f"segment editor effect {name!r} is not emulated")
+        if name and name not in self._effect_names:
+            raise NotImplementedError(f"segment editor effect {name!r} is not in this editor's effect list")
         self.setActiveEffect(name or None)
 
     def effectByName(self, name):
-        return name if name in CORE_EFFECTS else None
+        return name if name in self._effect_names else None
 
     def availableEffectNames(self):
-        return list(CORE_EFFECTS)
+        return list(self._effect_names)
 
     def effectCount(self):
-        return len(CORE_EFFECTS)
+        return len(self._effect_names)
 
     # -- undo/redo with the real vtkSegmentationHistory
     def _set_maximumNumberOfUndoStates(self, n):

@@ -153,6 +153,7 @@ class SlicerSession:
         self._widgets = {}       # name -> (parent widget, python widget)
         self._shown = None
         self._scene_events = []
+        self._windows_folders = []   # require_windows_names: checked when the session ends
         self._active = False
 
     # ------------------------------------------------------------------ public API
@@ -180,6 +181,11 @@ class SlicerSession:
     def process_events(self):
         self.loop.process_events()
 
+    def require_windows_names(self, folder):
+        """Fail the test at the session's end when any file or folder the module wrote below ``folder`` has a name
+        Windows refuses (``windows_paths``): the harness runs on Linux, Slicer's users mostly on Windows."""
+        self._windows_folders.append(Path(folder))
+
     def run_until(self, predicate, timeout_s=60.0, interval_s=0.01):
         deadline = time.monotonic() + timeout_s
         while True:
@@ -194,6 +200,11 @@ class SlicerSession:
         """A click at ``ras`` (world mm) in a slice view: places a point when Slicer is in place mode
         (``markups.place_point``); returns (markups node, control point index)."""
         return markups.place_point(self.scene, ras)
+
+    def place_from_toolbar(self, ras, persistent=False):
+        """The Markups toolbar's Place button, then a click at ``ras``: a point in Slicer's ACTIVE place list, in
+        whichever module is shown (``markups.place_from_toolbar``)."""
+        return markups.place_from_toolbar(self.scene, ras, persistent)
 
     def load_module(self, name):
         mod = self._import_module_file(name)
@@ -226,6 +237,9 @@ class SlicerSession:
             self._widgets[name][1].exit()
 
     def close_scene(self):
+        """File > Close Scene: qSlicerMainWindowCore::onFileCloseSceneActionTriggered calls
+        ``mrmlScene()->Clear(false)``; the real vtkMRMLScene::Clear invokes StartCloseEvent, removes the nodes and
+        invokes EndCloseEvent (``scene_events`` records both)."""
         self.scene.Clear(0)
 
     def reload_module(self, name, reimport_lib=False):
@@ -301,8 +315,9 @@ class SlicerSession:
             if not n.startswith("_"):
                 setattr(slicer, n, getattr(slicer_core, n))
         for n in ("qMRMLWidget", "qMRMLNodeComboBox", "qMRMLSegmentEditorWidget", "qSlicerMarkupsPlaceWidget",
-                  "qSlicerWidget"):
+                  "qSlicerWidget", "qSlicerSegmentEditorEffectFactory", "qSlicerSegmentEditorScriptedEffect"):
             setattr(slicer, n, getattr(mrmlwidgets, n))
+        mrmlwidgets.qSlicerSegmentEditorEffectFactory._reset()     # each session is a new application
         for n in _NO_HEADER_SLICER:
             setattr(slicer, n, ctkwidgets.no_header(n))
         slicer.dicomDatabase = None
@@ -328,6 +343,8 @@ class SlicerSession:
                 self.app_logic = logic
             else:
                 self.logics[key] = logic
+        # the Markups module is always loaded in Slicer: its logic makes each new point list the active place list
+        self.markups_logic = markups.MarkupsLogic(scene)
         for ev in ("StartCloseEvent", "EndCloseEvent", "StartImportEvent", "EndImportEvent"):
             scene.AddObserver(getattr(scene, ev), self._scene_event_recorder(ev))
         return scene
@@ -361,6 +378,7 @@ class SlicerSession:
             self.slicer = slicer = self._build_slicer()
             self.app = application.qSlicerApplication(self)
             slicer.app = self.app
+            self._dialogs.cursor = self.app.overrideCursor
             self.scene = slicer.mrmlScene = self._setup_scene(slicer)
             self.modules_ns = slicer.modules
             for key, logic in self.logics.items():
@@ -385,6 +403,10 @@ class SlicerSession:
                 self.leave_module()
                 for name in list(self._parents):
                     self.app._module_manager._emit("moduleAboutToBeUnloaded", name)
+                from .windows_paths import tree_problems
+                problems = [p for folder in self._windows_folders for p in tree_problems(folder)]
+                if problems:
+                    raise AssertionError("file names Windows refuses:\n" + "\n".join(problems))
         finally:
             self._active = False
             if self.scene is not None:  # the application's scene dies with it: no observer may outlive the session

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..files import atomic_write_bytes
 
-__all__ = ["read_seg", "write_seg", "PRIMARY_NEOPLASM"]
+__all__ = ["read_seg", "write_seg", "write_seg_masks", "PRIMARY_NEOPLASM"]
 
 # SNOMED CT "Malignant neoplasm, primary (morphologic abnormality)": the GTV of a primary lung tumour.
 PRIMARY_NEOPLASM = ("86049000", "SCT", "Malignant neoplasm, primary")
@@ -77,10 +77,6 @@ def write_seg(labels: np.ndarray, names: dict[int, str], slices: Sequence, path:
     ``names`` maps label value -> segment label; every value is coded as a primary malignant neoplasm
     (what the GTV models segment) and marked as produced by an AI algorithm.
     """
-    import highdicom as hd
-    import pydicom
-    from pydicom.sr.codedict import codes
-
     shape = (len(slices), int(slices[0].Rows), int(slices[0].Columns))
     if labels.shape != shape:
         raise ValueError(f"label map shape {labels.shape} is not the CT's {shape}")
@@ -90,19 +86,43 @@ def write_seg(labels: np.ndarray, names: dict[int, str], slices: Sequence, path:
     unnamed = [v for v in present if v not in names]
     if unnamed:
         raise ValueError(f"label values {unnamed} have no segment name")
+    write_seg_masks([(names[value], labels == value) for value in present], slices, path,
+                    [colors[value] if colors and value in colors else None for value in present], software_version)
+
+
+def write_seg_masks(masks: Sequence[tuple[str, np.ndarray]], slices: Sequence, path: Path,
+                    colors: Optional[Sequence[Optional[tuple[int, int, int]]]] = None,
+                    software_version: str = "") -> None:
+    """Write named binary masks (z, y, x, on the CT grid of ``slices``) as a BINARY SEG referencing that series,
+    one segment per mask in order: masks may overlap (a SEG stores each segment's frames separately), so every
+    segment keeps all its voxels. Each is coded as a primary malignant neoplasm (what the GTV models segment)
+    and marked as produced by an AI algorithm."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    shape = (len(slices), int(slices[0].Rows), int(slices[0].Columns))
+    if not masks:
+        raise ValueError("no mask; a SEG needs at least one segment")
+    for name, mask in masks:
+        if np.shape(mask) != shape:
+            raise ValueError(f"{name}: mask shape {np.shape(mask)} is not the CT's {shape}")
+        if not np.asarray(mask).any():
+            raise ValueError(f"{name} is empty; a SEG cannot hold an empty segment")
     algorithm = hd.AlgorithmIdentificationSequence(name="DiffUMambaSeg", family=codes.cid7162.ArtificialIntelligence,
                                                    version=software_version or "unknown")
     descriptions = []
-    for number, value in enumerate(present, start=1):
+    for number, (name, _mask) in enumerate(masks, start=1):
         description = hd.seg.SegmentDescription(
-            segment_number=number, segment_label=names[value],
+            segment_number=number, segment_label=name,
             segmented_property_category=hd.sr.CodedConcept(*ABNORMAL_STRUCTURE),
             segmented_property_type=hd.sr.CodedConcept(*PRIMARY_NEOPLASM),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
-        if colors and value in colors:
-            description.RecommendedDisplayCIELabValue = list(hd.color.CIELabColor(*_rgb_to_lab(colors[value])).value)
+        color = colors[number - 1] if colors else None
+        if color is not None:
+            description.RecommendedDisplayCIELabValue = list(hd.color.CIELabColor(*_rgb_to_lab(color)).value)
         descriptions.append(description)
-    stack = np.stack([labels == value for value in present], axis=-1).astype(np.uint8)   # (frames, rows, cols, segs)
+    stack = np.stack([np.asarray(mask, dtype=bool) for _name, mask in masks], axis=-1).astype(np.uint8)
     sources = [_clean_source(header) for header in slices]
     with warnings.catch_warnings():
         # highdicom warns about legacy values copied from the CT (e.g. one-component patient names); they are

@@ -10,7 +10,7 @@ import numpy as np
 from .inputs import InputCase
 from .predictor import Prediction
 
-__all__ = ["FORMATS", "write_prediction", "output_paths"]
+__all__ = ["FORMATS", "write_prediction", "write_dicom_masks", "output_paths"]
 
 FORMATS = ("nifti", "nrrd", "seg.nrrd", "dicom-seg", "rtstruct")
 DICOM_FORMATS = ("dicom-seg", "rtstruct")
@@ -100,6 +100,46 @@ def _write_all(case, prediction, out, formats, label_names, warn, written) -> No
     if prediction.uncertainty is not None:
         written.append(paths["uncertainty"])
         write_image_atomic(image_on_input_grid(prediction.uncertainty.astype(np.float32)), written[-1])
+
+
+def write_dicom_masks(case: InputCase, masks: Sequence[tuple[str, np.ndarray]], out: Path, formats: Sequence[str],
+                      warn: Callable[[str], None] = print) -> list[Path]:
+    """Write named binary masks (z, y, x on the case's DICOM grid) as DICOM: RTSTRUCT with one ROI per mask and
+    SEG with one segment per mask, so overlapping structures each keep all their voxels (a label map cannot).
+    An empty mask is left out (``warn``); all empty is an error. Written whole or not at all, like
+    ``write_prediction``."""
+    if case.slices is None:
+        raise ValueError(f"{case.name}: DICOM SEG and RTSTRUCT outputs need a DICOM input series")
+    unknown = [f for f in formats if f not in DICOM_FORMATS]
+    if unknown:
+        raise ValueError(f"write_dicom_masks writes only {', '.join(DICOM_FORMATS)}, not {', '.join(unknown)}")
+    present = []
+    for name, mask in masks:
+        if np.asarray(mask).any():
+            present.append((name, np.asarray(mask, dtype=bool)))
+        else:
+            warn(f"{case.name}: {name} is empty and is left out (DICOM cannot hold an empty structure)")
+    if not present:
+        raise ValueError(f"{case.name}: every structure is empty; neither RTSTRUCT nor SEG can hold an empty one")
+    paths = output_paths(out, case.name, formats)
+    written: list[Path] = []
+    try:
+        if "dicom-seg" in formats:
+            from ..dicom.seg import write_seg_masks
+
+            written.append(paths["dicom-seg"])
+            write_seg_masks(present, case.slices, written[-1], colors=[COLOR] * len(present),
+                            software_version=_version())
+        if "rtstruct" in formats:
+            from ..dicom.rtstruct_writer import RoiMask, write_rtstruct
+
+            written.append(paths["rtstruct"])
+            write_rtstruct([RoiMask(name, mask, COLOR) for name, mask in present], case.slices, written[-1])
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _version() -> str:
