@@ -228,24 +228,27 @@ def world_centroid(segmentation, segment_id):
     image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
     x0, x1, y0, y1, z0, z1 = image.GetExtent()
     voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
-    k, j, i = (np.argwhere(voxels == segment.GetLabelValue()) + [z0, y0, x0]).mean(0)
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    local = matrix.MultiplyPoint((i, j, k, 1.0))[:3]
-    to_world = vtk.vtkGeneralTransform()
-    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(segmentation.GetParentTransformNode(), None, to_world)
-    return np.array(to_world.TransformPoint(local))
+    return _to_world(matrix, segmentation, np.argwhere(voxels == segment.GetLabelValue()) + [z0, y0, x0])
 
 
 def ct_world_centroid(ct, mask):
     import vtk
 
-    k, j, i = np.argwhere(mask).mean(0)
     matrix = vtk.vtkMatrix4x4()
     ct.GetIJKToRASMatrix(matrix)
-    local = matrix.MultiplyPoint((i, j, k, 1.0))[:3]
+    return _to_world(matrix, ct, np.argwhere(mask))
+
+
+def _to_world(ijk_to_local, node, kji):
+    """The centroid of (k, j, i) voxel indices through a node's IJK-to-local matrix and its parent transforms."""
+    import vtk
+
+    k, j, i = kji.mean(0)
+    local = ijk_to_local.MultiplyPoint((i, j, k, 1.0))[:3]
     to_world = vtk.vtkGeneralTransform()
-    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(ct.GetParentTransformNode(), None, to_world)
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(), None, to_world)
     return np.array(to_world.TransformPoint(local))
 
 
