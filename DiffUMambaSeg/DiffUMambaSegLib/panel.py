@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import qt
 import slicer
 
-from . import catalog
+from . import catalog, result_check
 from .model_cache import ModelCache
 from .logic import chosen_path
 from .model_download import DownloadJob
@@ -224,6 +224,7 @@ class Panel:
         self._releaseGpu()
         self.runEntry = entry
         self.logic.startSegmentation(self.parameters, models, self.onProgress, self.onLog)
+        self.ui.segmentResultLabel.text = ""           # the last result's summary no longer applies
         return True
 
     def _propagate(self) -> bool:
@@ -307,6 +308,8 @@ class Panel:
             self.onLog(_("Exported {path}").format(path=outcome.exported))
         if outcome.segmentation is not None:
             self._markResearchResult(outcome.segmentation, outcome.segment_id)
+            if self.logic.kind == "segmentation":
+                self._sayWhatItProduced(outcome.segmentation, outcome.segment_id)
             if self.parameters is not None:
                 self.parameters.outputSegmentation = outcome.segmentation
             self.editor.show(outcome.segmentation, self.logic.referenceVolume or outcome.segmentation.GetNodeReference(
@@ -316,6 +319,19 @@ class Panel:
             slicer.util.setSliceViewerLayers(foreground=outcome.uncertainty, foregroundOpacity=0.4)
         if outcome.report:
             self.ui.propagationReportLabel.text = describeReport(outcome.report)
+
+    def _sayWhatItProduced(self, segmentation, segmentId: str) -> None:
+        """The result's volume and pieces under the Segment button; a result implausible as a GTV says so there, in
+        the log and in a segment tag, and points to Segment from a click (issue 31)."""
+        summary = result_check.segment_summary(segmentation, segmentId)
+        text = result_check.describe(summary)
+        self.ui.segmentResultLabel.text = text
+        segment = segmentation.GetSegmentation().GetSegment(segmentId)
+        if summary.plausible:
+            segment.RemoveTag(result_check.IMPLAUSIBLE_TAG)
+            return
+        segment.SetTag(result_check.IMPLAUSIBLE_TAG, "; ".join(summary.problems))
+        self.onLog(_("Segment result: {text}").format(text=text))
 
     def onProgress(self, progress) -> None:
         self.ui.progressBar.value = int(round(100 * progress.fraction))
