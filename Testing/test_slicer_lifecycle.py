@@ -19,6 +19,7 @@ import SimpleITK as sitk
 pytest.importorskip("slicer_core", reason="slicer-core (installed by scripts/install.sh) is needed")
 pytest.importorskip("PySide6", reason="PySide6-Essentials (installed by scripts/install.sh) is needed")
 
+from dicom_validation import assert_valid_dicom  # noqa: E402
 from slicer_conformance import SlicerSession, reference_dir  # noqa: E402
 from test_slicer_module_conformance import (  # noqa: E402,F401 - fixtures and helpers shared with that file
     MODULE, REPO, RUN_S, choose_checkpoint, gtv_voxels, load_ct, pythonslicer, session, small_ct, tiny_model)
@@ -171,6 +172,8 @@ class Inputs:
         new = [p for p in self._state(kind) if p not in self.before and p.is_file()]
         if kind in BACKGROUND:
             modality = "RTSTRUCT" if kind == "rtstruct" else "SEG"
+            for path in new:
+                assert_valid_dicom(path)                                 # dciodvfy: zero errors
             return [pydicom.dcmread(p).Modality for p in new] == [modality]
         suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz", "nrrd": ".nrrd", "rtstruct-slicerrt": ".dcm"}[kind]
         return bool(new) and all(p.name.endswith(suffix) for p in new)

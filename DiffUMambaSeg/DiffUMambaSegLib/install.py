@@ -122,9 +122,8 @@ def installed_version(name: str) -> Optional[str]:
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
-        pass
-    if not _bundled(name):
-        return None
+        if not _bundled(name):
+            return None
     try:                      # Slicer builds some of its packages without pip metadata: ask the module itself
         module = __import__(_IMPORT_NAMES.get(name.lower(), name))
     except ImportError:

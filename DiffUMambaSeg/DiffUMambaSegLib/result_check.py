@@ -60,18 +60,13 @@ def summarize(mask: np.ndarray, voxel_ml: float) -> ResultSummary:
 
 def segment_summary(segmentation, segment_id: str) -> ResultSummary:
     """The summary of one segment of a segmentation node, from its binary label map representation."""
-    import slicer
-    from vtk.util import numpy_support
+    from . import scene as scene_io
 
-    segment = segmentation.GetSegmentation().GetSegment(segment_id)
-    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
-    if image is None or image.GetPointData().GetScalars() is None:
+    found = scene_io.segment_voxels(segmentation, segment_id)
+    if found is None:
         return summarize(np.zeros((1, 1, 1), bool), 0.0)
-    x0, x1, y0, y1, z0, z1 = image.GetExtent()
-    if x1 < x0 or y1 < y0 or z1 < z0:
-        return summarize(np.zeros((1, 1, 1), bool), 0.0)
-    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
-    return summarize(voxels == segment.GetLabelValue(), float(np.prod(image.GetSpacing())) / 1000.0)
+    mask, _origin, image = found
+    return summarize(mask, float(np.prod(image.GetSpacing())) / 1000.0)
 
 
 def describe(summary: ResultSummary) -> str:

@@ -29,17 +29,12 @@ def _reference(segmentation):
 def fingerprint(segmentation, segment_id: str) -> str:
     """SHA-256 of the absolute voxel indices of a segment (label maps may be shared by several segments and their
     extent and label values change as segments are added: only the segment's own voxels count)."""
-    import slicer
-    from vtk.util import numpy_support
-
-    segment = segmentation.GetSegmentation().GetSegment(segment_id)
-    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
     digest = hashlib.sha256()
-    if image is None or image.GetPointData().GetScalars() is None:
+    found = scene_io.segment_voxels(segmentation, segment_id)
+    if found is None:
         return digest.hexdigest()
-    x0, x1, y0, y1, z0, z1 = image.GetExtent()
-    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
-    indices = np.argwhere(voxels == segment.GetLabelValue()) + np.array([z0, y0, x0])
+    mask, origin, _image = found
+    indices = np.argwhere(mask) + np.array(origin)
     digest.update(indices.astype(np.int64).tobytes())
     return digest.hexdigest()
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "empty_segment", "empty_gtv", "place_beside",
+__all__ = ["GTV_COLOR", "GTV_TERMINOLOGY", "segment_terminology", "segment_voxels", "empty_segment", "empty_gtv", "place_beside",
            "follow_transform", "write_volume", "write_segmentation", "read_volume", "read_detached", "import_gtv",
            "gtv_segment", "segment_array", "segment_ids", "export_labelmap", "export_segment_masks", "overlapping_segments",
            "scratch_nodes"]
@@ -190,6 +190,25 @@ def place_beside(scene, node, reference) -> None:
         hierarchy.SetItemParent(item, parent)
     else:                         # no application (tests, scripts): make it there
         hierarchy.CreateItem(parent, node)
+
+
+def segment_voxels(segmentation, segment_id: str):
+    """(mask, (z0, y0, x0), image) of one segment's own voxels in its binary label map: a (k, j, i) bool array over
+    the label map's extent, where that extent starts, and the ``vtkOrientedImageData`` (spacing, geometry); None when
+    the segment has no voxels stored. Label maps may be shared by several segments and their extent and label values
+    change as segments are added: only this segment's label value counts."""
+    slicer = _slicer()
+    from vtk.util import numpy_support
+
+    segment = segmentation.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    if image is None or image.GetPointData().GetScalars() is None:
+        return None
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    if x1 < x0 or y1 < y0 or z1 < z0:
+        return None
+    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    return voxels == segment.GetLabelValue(), (z0, y0, x0), image
 
 
 def segment_terminology(segment) -> str:
