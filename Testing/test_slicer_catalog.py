@@ -66,8 +66,8 @@ def test_the_shipped_catalog_and_its_schema_parse():
     assert set(preview.metrics) >= {"dice", "hd95_mm"} and "leave-one-patient-out" in preview.accuracy["dataset"]
     package_verifier().verify_package(shipped)                  # every member matches the package's manifest
     card = zipfile.ZipFile(shipped).read("MODEL_CARD.md").decode()
-    assert "Research preview, not for clinical use" in card and f"{preview.metrics['dice']:.3f}" in card
-    assert card == (REPO / "docs" / "lung_preview_model.md").read_text()   # the shipped card is the documented one
+    assert "Research model, not for clinical use" in card and f"{preview.metrics['dice']:.3f}" in card
+    assert card == (REPO / "docs" / "lung_gtv_model.md").read_text()   # the shipped card is the documented one
     schema = json.loads((REPO / "DiffUMambaSeg" / "Resources" / "Models-schema.json").read_text())
     assert set(schema["properties"]["models"]["items"]["required"]) == {
         "id", "name", "version", "task", "input_channels", "url", "sha256", "license"}

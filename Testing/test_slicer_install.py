@@ -175,7 +175,7 @@ def test_segment_and_propagate_run_with_only_the_runtime_packages(runtime_only, 
     """The module's predict and propagate command lines (flows.py: --progress json) on the shipped preview model;
     the control (--progress bar, which needs tqdm) fails, so the hiding is real."""
     image, label = phantom / "imagesTr" / "c0_0000.nii.gz", phantom / "labelsTr" / "c0.nii.gz"
-    model = MODULE / "Resources" / "Models" / "gtv-lung-preview-0.1.0.zip"
+    model = MODULE / "Resources" / "Models" / "gtv-lung-preview-0.2.0.zip"
     predicted = _run(runtime_only, ["predict", str(image), "--model", str(model), "--out", str(tmp_path / "p"),
                                     "--device", "cpu", "--progress", "json"])
     assert predicted.returncode == 0, predicted.stderr[-2000:]

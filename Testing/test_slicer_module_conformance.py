@@ -368,7 +368,7 @@ def test_the_shipped_lung_preview_is_offered_first_and_segments_a_real_ct(tmp_pa
         ui.modelComboBox.currentIndex = 1
         assert ui.modelComboBox.currentText.startswith("Lung GTV")
         session.answer(True)                                          # "research model, not for clinical use"
-        assert "research preview" in ui.modelInfoLabel.text and "not for clinical use" in ui.modelInfoLabel.text
+        assert "research model" in ui.modelInfoLabel.text and "not for clinical use" in ui.modelInfoLabel.text
         assert "CC-BY-NC" in ui.modelInfoLabel.text and "Dice" in ui.modelInfoLabel.text
         ui.inputVolumeSelector.setCurrentNode(load_ct(session, small_ct[0]))
         segment_and_wait(session, widget)

@@ -78,6 +78,13 @@ def add_parser(commands) -> None:
     lidc.add_argument("--pastes", type=int, default=1, help="cases per crop, each pasted anew (default 1)")
     lidc.add_argument("--box-mm", type=float, default=80.0, help="side of a pasted case's box (default 80 mm)")
     lidc.add_argument("--seed", type=int, default=0, help="of the placements (default 0)")
+    lidc.add_argument("--whole-ct", type=int, metavar="N",
+                      help="full-CT cases instead: each host CT --pastes times, each copy with N lesions pasted into "
+                           "the whole CT (scaled 1-2x), its label the host's tumour plus the lesions (label 'GTV', "
+                           "cases HOST_wK, grouped by host); a boxes.json host is cut to the slabs 20 mm or more "
+                           "from its boxed slices (HOST_wKzJ), so no unlabelled tumour is background")
+    lidc.add_argument("--min-diameter", type=float, default=0.0, metavar="MM",
+                      help="only crops whose metadata diameter is at least MM (e.g. 10 for GTV-like lesions)")
     pairs.add_argument("source", type=Path, help="folder holding the cases")
     longitudinal.add_argument("source", type=Path, help="folder holding the cases")
     simulate.add_argument("dataset", type=Path, help="nnU-Net raw dataset folder (imagesTr, labelsTr, dataset.json)")
@@ -215,21 +222,30 @@ def _lidc_cases(args, report):
     from ..data.dataset import RawDataset
     from ..data.lesion_pasting import Host
 
-    vois = read_voi_folder(args.source)
+    vois = [v for v in read_voi_folder(args.source) if v.diameter_mm >= args.min_diameter]
+    if not vois:
+        raise ValueError(f"no crop in {args.source} has a diameter of {args.min_diameter:g} mm or more")
     args.dataset_group_pattern = GROUP_PATTERN
     specs = []
     for items in args.host or []:
         if len(items) not in (1, 2):
             raise ValueError(f"--host takes CT [TUMOUR], got {len(items)} value(s)")
-        specs.append((Path(items[0]), Path(items[1]) if len(items) == 2 else None))
+        specs.append((Path(items[0]), Path(items[1]) if len(items) == 2 else None, None))
     for dataset in args.host_dataset or []:
-        specs += [(case.images[0], case.label) for case in RawDataset(dataset).training_cases()]
+        specs += [(case.images[0], case.label, case.name) for case in RawDataset(dataset).training_cases()]
     if not specs:
         return crop_cases(vois), ["CT"], ["lesion"], "segmentation"
     if args.pastes < 1:
         raise ValueError("--pastes must be at least 1")
+    if args.whole_ct is not None:
+        from ..convert.whole_ct_cases import WHOLE_CT_GROUP_PATTERN, whole_ct_cases
+
+        if args.whole_ct < 1:
+            raise ValueError("--whole-ct must be at least 1")
+        args.dataset_group_pattern = WHOLE_CT_GROUP_PATTERN
+        return whole_ct_cases(vois, specs, args.whole_ct, args.pastes, args.seed), ["CT"], ["GTV"], "segmentation"
     hosts = []
-    for path, avoid in tqdm(specs, desc="hosts (lungs)", unit="CT"):
+    for path, avoid, _ in tqdm(specs, desc="hosts (lungs)", unit="CT"):
         name, image, tumour = read_host(path, avoid)
         host = Host.from_image(image, name, tumour)
         if not host.lung.any():

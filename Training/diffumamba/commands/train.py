@@ -67,6 +67,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
     parser.add_argument("--oversample", type=float, default=0.33, metavar="F",
                         help="fraction of each batch centred on foreground (default 0.33, nnU-Net's)")
+    parser.add_argument("--hard-negatives", type=float, default=0.0, metavar="P",
+                        help="full-CT models: chance of each patch not centred on foreground to be centred on soft "
+                             "tissue (-100 to 200 HU) in the lungs' box, 10 mm or more from tumour: heart, mediastinum, "
+                             "chest wall (default 0; see docs/lung_gtv_model.md)")
+    parser.add_argument("--lung-region", action="store_true",
+                        help="full-CT models: centre the random patches inside each CT's lung box (the part "
+                             "'predict --crop lungs' segments) instead of anywhere in the volume")
     parser.add_argument("--case-weight", nargs=2, action="append", metavar=("REGEX", "FACTOR"),
                         help="draw the training cases whose name matches REGEX FACTOR times as often (repeatable), "
                              "e.g. a few whole-CT tumours among many pasted nodules")
@@ -138,7 +145,8 @@ def training_settings(args: argparse.Namespace, seed: int, validate_every: int =
                          zero_init_residual=args.residual_init == "zero",
                          seed=seed, device=args.device, prior_dropout=args.prior_dropout,
                          prior_perturb=args.prior_perturb, task=task, method=getattr(args, "method", "supervised"),
-                         method_options=method_options(args), case_weights=parse_case_weights(args.case_weight))
+                         method_options=method_options(args), case_weights=parse_case_weights(args.case_weight),
+                         hard_negative=args.hard_negatives, lung_region=args.lung_region)
 
 
 def parse_case_weights(items) -> dict:
@@ -218,6 +226,7 @@ def check_run_dir(args: argparse.Namespace) -> Optional[dict]:
 def run(args: argparse.Namespace) -> int:
     from ..data.dataset import replacing_nonfinite
     from ..files import atomic_write_text
+    from ..training.hard_negatives import cases_for_sampling
     from ..training.case_roles import assign_roles, load_cases
     from ..training.sampling import TrainingCase
     from ..training.splits import fold_cases, load_or_create_splits, subset
@@ -271,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {**plan.checkpoint_meta(), "cases": {"fold": args.fold, "train": train_names, "val": val_names,
                                                 **roles.to_dict()}}
     labelled, unlabelled = load_cases(prepared.folder, roles, args.seed, with_unlabeled=args.method == "diffcl")
+    labelled = cases_for_sampling(labelled, args.hard_negatives, args.lung_region, plan, args.seed)
     if args.validate_cases is not None:
         val_names = subset(val_names, min(1.0, args.validate_cases / max(1, len(val_names))), args.seed)
     validator = None

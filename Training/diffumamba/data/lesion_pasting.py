@@ -158,7 +158,9 @@ def paste_lesion(target: Host, lesion_image, lesion_mask, rng: np.random.Generat
     out_spacing = host_spacing.copy()
     if fine:
         out_spacing[0] = max(lesion_spacing[0] * scale, 0.5)
-    size_xyz = [int(round(box_mm / s)) for s in out_spacing[::-1]]
+    # an even number of voxels puts the box's corner on a host voxel (not half a voxel off, which would blur the
+    # whole box by interpolation: a rectangle a network could learn to find)
+    size_xyz = [2 * max(1, int(round(box_mm / s / 2))) for s in out_spacing[::-1]]
     origin = centre_point - direction @ (np.asarray(size_xyz) / 2.0 * out_spacing[::-1])
     reference = sitk.Image(size_xyz, sitk.sitkFloat32)
     reference.SetSpacing(tuple(out_spacing[::-1]))

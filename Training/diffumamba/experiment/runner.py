@@ -126,6 +126,7 @@ def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress
 def _run_one(prepared: Prepared, spec: ExperimentSpec, arm: tuple[str, str, str], fold: int, seed: int,
              roles, val_names: Sequence[str], out: Path, cache: dict, progress: bool) -> list[dict]:
     from ..training.case_roles import load_cases
+    from ..training.hard_negatives import cases_for_sampling
     from ..training.trainer import Trainer, TrainSettings
 
     from ..training.methods import parse_method_arm
@@ -138,6 +139,8 @@ def _run_one(prepared: Prepared, spec: ExperimentSpec, arm: tuple[str, str, str]
         return json.loads(result.read_text())["rows"]
     plan = dataclasses.replace(prepared.plan, network={**prepared.plan.network, "network": network})
     labelled, unlabelled = load_cases(prepared.folder, roles, seed, cache, with_unlabeled=method == "diffcl")
+    labelled = cases_for_sampling(labelled, spec.training.get("hard_negative", 0.0),
+                                  spec.training.get("lung_region", False), plan, seed)
     meta = {**plan.checkpoint_meta(), "cases": {"fold": fold, "val": list(val_names), **roles.to_dict()}}
     training = dict(spec.training)
     options = {group: dict(values) for group, values in training.pop("method_options", {}).items()}

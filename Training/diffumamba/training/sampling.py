@@ -4,6 +4,9 @@ In every batch the last ``round(batch * oversample)`` patches (at least one thir
 centred on a foreground voxel, so small tumours in large CTs are seen often enough; the others are
 placed uniformly at random. Volumes smaller than the patch are zero-padded (label 0). Foreground
 locations are sampled once per case (up to 10,000 voxels per class), as nnU-Net stores them.
+Full-CT models may also draw hard negatives (``hard_negatives``): a share of the other patches centred on a case's
+``negatives`` (soft tissue near the lungs, far from tumour), and place the random ones inside the case's ``region``
+(its lung box) only.
 With a ``margin`` the sampler returns the patch grown by the margin on every side, around the same centre, for
 augmentation that rotates and scales before cropping back to the patch (``spatial_augmentation``); where the
 patch lands is the same either way.
@@ -29,6 +32,8 @@ class TrainingCase:
     label: np.ndarray                    # (*spatial) integer
     locations: dict[int, np.ndarray] = field(default_factory=dict)  # class -> (N, ndim) voxel indices
     source: Optional[Path] = None        # the cache file the data came from (named in errors)
+    region: Optional[tuple] = None       # slices of the part random patches are centred in (None: anywhere)
+    negatives: Optional[np.ndarray] = None  # (N, ndim) hard-negative patch centres (None: none)
 
     @classmethod
     def from_arrays(cls, name: str, data: np.ndarray, label: np.ndarray, seed: int = 0,
@@ -73,11 +78,14 @@ class PatchSampler:
         margin: voxels added on both sides of each axis of every returned patch (default none).
         weights: relative chance of each case to be drawn (default: all equal), e.g. five whole-CT tumours among
             a thousand pasted nodules.
+        hard_negative: chance of each patch not forced onto foreground to be centred on one of its case's
+            ``negatives`` (cases without them: a random patch).
+        in_region: centre the random patches inside each case's ``region`` where it has one.
     """
 
     def __init__(self, cases: Sequence[TrainingCase], patch_size: Sequence[int], batch_size: int,
                  oversample_foreground: float = 0.33, seed: int = 0, margin: Sequence[int] | None = None,
-                 weights: Sequence[float] | None = None):
+                 weights: Sequence[float] | None = None, hard_negative: float = 0.0, in_region: bool = False):
         if not cases:
             raise ValueError("no training cases")
         self.p = None
@@ -92,6 +100,9 @@ class PatchSampler:
         self.n_foreground = int(round(batch_size * oversample_foreground))
         if oversample_foreground > 0:
             self.n_foreground = max(1, self.n_foreground)
+        if not 0.0 <= hard_negative <= 1.0:
+            raise ValueError(f"hard_negative must lie in [0, 1], got {hard_negative}")
+        self.hard_negative, self.in_region = hard_negative, in_region
         self.rng = np.random.default_rng(seed)
         self.drawn: list[str] = []          # the cases of the last batch, in order (methods that track cases)
 
@@ -114,10 +125,18 @@ class PatchSampler:
         shape = case.label.shape
         if foreground and case.locations:
             cls = list(case.locations)[self.rng.integers(len(case.locations))]
-            centre = case.locations[cls][self.rng.integers(len(case.locations[cls]))]
-            # Centre the patch on the voxel, keeping it inside the volume where it fits.
-            return [int(np.clip(c - p // 2, min(0, n - p), max(0, n - p))) for c, p, n in zip(centre, self.patch_size, shape)]
+            return self._centred(case.locations[cls][self.rng.integers(len(case.locations[cls]))], shape)
+        if not foreground and self.hard_negative > 0 and case.negatives is not None:
+            if self.rng.random() < self.hard_negative:
+                return self._centred(case.negatives[self.rng.integers(len(case.negatives))], shape)
+        if self.in_region and case.region is not None:
+            centre = [int(self.rng.integers(r.start, max(r.stop, r.start + 1))) for r in case.region]
+            return self._centred(centre, shape)
         return [int(self.rng.integers(min(0, n - p), max(0, n - p) + 1)) for p, n in zip(self.patch_size, shape)]
+
+    def _centred(self, centre, shape) -> list[int]:
+        """The start of the patch centred on a voxel, kept inside the volume where it fits."""
+        return [int(np.clip(c - p // 2, min(0, n - p), max(0, n - p))) for c, p, n in zip(centre, self.patch_size, shape)]
 
     def crop(self, case: TrainingCase, start: Sequence[int], size: Sequence[int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:

@@ -76,6 +76,8 @@ class TrainSettings:
     method: str = "supervised"       # "dale", "diffcl": see training.methods
     method_options: dict = field(default_factory=dict)   # the method's settings (its dataclass's fields)
     case_weights: dict = field(default_factory=dict)     # case-name regex -> how many times as often it is drawn
+    hard_negative: float = 0.0       # chance of a non-foreground patch to be centred on soft tissue (hard_negatives)
+    lung_region: bool = False        # random patches centred in each case's lung box only (hard_negatives)
 
 
 class Trainer:
@@ -300,7 +302,8 @@ class Trainer:
         return PatchSampler(cases, self.config.patch_size, self.batch_size,
                             self.settings.oversample_foreground if oversample is None else oversample, seed=seed,
                             margin=margin, weights=case_weights([c.name for c in cases], self.settings.case_weights,
-                                                                require_match=False))
+                                                                require_match=False),
+                            hard_negative=self.settings.hard_negative, in_region=self.settings.lung_region)
 
     def _step(self, epoch: int = 0, index: int = 0) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
