@@ -2,7 +2,7 @@
 the result is implausible as a lung GTV (litres of tissue, many pieces, nothing), says so, tags the segment and
 points to Segment from a click. Real GTVs stay plausible. Through the module's real Segment run in the conformance
 harness: the shipped lung model's result on the full lung2 CT is reported as the command line's own prediction
-measures it, and a network with random weights (litres or nothing) is called implausible."""
+measures it, and a model that calls every voxel tumour (litres) is called implausible."""
 
 import hashlib
 import json
@@ -98,9 +98,9 @@ def test_the_panel_reports_what_the_shipped_model_produced_on_a_full_ct(tmp_path
         assert tagged == (not expected.plausible)
 
 
-def random_weight_package(tmp_path):
-    """The shipped model's package with seeded random weights (same plan, same sizes): what an untrained or
-    wrong model produces on a CT."""
+def tumour_everywhere_package(tmp_path):
+    """The shipped model with its output layers' biases set to call every voxel tumour (same plan, same network):
+    what a broken or wrong model does, litres of "GTV" in the lung box, whatever the CT."""
     import torch
 
     from diffumamba.checkpoint import load_checkpoint_bytes
@@ -108,13 +108,13 @@ def random_weight_package(tmp_path):
 
     _, package = shipped_segmentation_model()
     members = dict(package_members(package))
-    name = next(n for n in members if n.endswith("model.safetensors"))
+    name = next(iter(members))
     header, state, _ = load_checkpoint_bytes(members[name], name)
-    generator = torch.Generator().manual_seed(0)
-    noisy = {k: torch.randn(v.shape, generator=generator) * (float(v.float().std()) if v.numel() > 1 else 1.0)
-             if v.is_floating_point() else v for k, v in state.items()}
-    out = tmp_path / "random.zip"
-    write_model_package(out, [PackageFold("all", header, noisy)], card="Random weights: a test object.")
+    heads = [k for k in state if k.startswith("decoder.seg_layers.") and k.endswith(".bias")]
+    assert heads and all(state[k].shape == (2,) for k in heads)
+    broken = {**state, **{k: torch.tensor([0.0, 1000.0]) for k in heads}}
+    out = tmp_path / "broken.zip"
+    write_model_package(out, [PackageFold("all", header, broken)], card="Every voxel tumour: a test object.")
     return out
 
 
@@ -125,10 +125,10 @@ def test_an_implausible_segment_result_says_so_and_points_to_segment_from_a_clic
     module = tmp_path / "ext" / "DiffUMambaSeg"
     shutil.copytree(MODULE, module, ignore=shutil.ignore_patterns("__pycache__", "*.zip"))
     (tmp_path / "ext" / "Training").symlink_to(REPO / "Training")
-    package = random_weight_package(tmp_path)
-    shutil.copyfile(package, module / "Resources" / "Models" / "random.zip")
+    package = tumour_everywhere_package(tmp_path)
+    shutil.copyfile(package, module / "Resources" / "Models" / "broken.zip")
     (module / "Resources" / "Models.json").write_text(json.dumps({"models": [{
-        **entry, "url": "Models/random.zip", "sha256": hashlib.sha256(package.read_bytes()).hexdigest(),
+        **entry, "url": "Models/broken.zip", "sha256": hashlib.sha256(package.read_bytes()).hexdigest(),
         "size_bytes": package.stat().st_size}]}))
     with SlicerSession(module_dir=module, work=tmp_path / "slicer", testing=False, slot_exceptions="record") as session:
         session.load_module("DiffUMambaSeg")
@@ -136,7 +136,8 @@ def test_an_implausible_segment_result_says_so_and_points_to_segment_from_a_clic
         ui = widget.ui
         segmentation, segment_id = segment_lung2(session, ui, widget, shared_data)
         summary = result_check.segment_summary(segmentation, segment_id)
-        assert not summary.plausible
+        assert not summary.plausible and summary.volume_ml > 1000                # the whole lung box
+        assert any("litres is more than any lung GTV" in problem for problem in summary.problems)
         text = ui.segmentResultLabel.text
         assert text == result_check.describe(summary) and "Not plausible as a GTV" in text
         assert "Segment from a click" in text and text in ui.logText.toPlainText()
