@@ -13,10 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["lesion_detection", "false_positive_ml", "pieces"]
+__all__ = ["components", "lesion_detection", "false_positive_ml", "pieces"]
 
 
-def _components(mask: np.ndarray):
+def components(mask: np.ndarray):
+    """(labels, count) of a mask's 26-connected pieces (corner neighbours are one piece)."""
     from scipy import ndimage
 
     return ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
@@ -28,7 +29,7 @@ def lesion_detection(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
     and whether that share reaches ``min_overlap``."""
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    labels, count = _components(ref)
+    labels, count = components(ref)
     if not count:
         return []
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
@@ -47,7 +48,7 @@ def false_positive_ml(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
 
 
 def pieces(mask: np.ndarray, spacing: Sequence[float], min_ml: float = 1.0) -> int:
-    labels, count = _components(np.asarray(mask, bool))
+    labels, count = components(np.asarray(mask, bool))
     if not count:
         return 0
     sizes = np.bincount(labels.ravel())[1:] * float(np.prod(spacing)) / 1000.0

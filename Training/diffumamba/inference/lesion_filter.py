@@ -29,8 +29,10 @@ def keep_pieces(mask: np.ndarray, hu: np.ndarray, spacing: Sequence[float], rule
 
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    from ..evaluation.lesions import components
+
     mask = np.asarray(mask, bool)
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    labels, count = components(mask)
     if not count:
         return mask
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
