@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size or prepared.plan.batch_size,
                               nsd_tolerance_mm=args.nsd_tolerance, training=training, methods=args.methods,
                               labeled_fraction=args.labeled_fraction, corrupt_fraction=args.corrupt_fraction,
-                              corrupt_voxels=args.corrupt_voxels)
+                              corrupt_voxels=args.corrupt_voxels, label_noise=args.label_noise,
+                              labeled_unit=args.labeled_unit)
         plan = prepared.plan
         print(f"plan: patch {plan.patch_size}, spacing {plan.target_spacing}, features "
               f"{plan.network['features_per_stage']}, batch {spec.batch_size}")

@@ -112,11 +112,19 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labeled-fraction", type=float, default=1.0,
                         help="semi-supervised: a seeded fraction of the fold's training cases keeps its labels, the "
                              "rest is unlabelled (Diff-CL learns from it; the other methods leave it out)")
+    parser.add_argument("--labeled-unit", choices=("case", "patient"), default="case",
+                        help="what --labeled-fraction counts: cases, or patients (every case of a chosen patient, "
+                             "by the group pattern; default case)")
     parser.add_argument("--labeled", nargs="+", metavar="CASE", help="semi-supervised: the labelled training cases")
     parser.add_argument("--corrupt-fraction", type=float, default=0.0,
                         help="noisy-label experiments: corrupt the labels of this seeded fraction of the labelled "
-                             "training cases (dilated, eroded or shifted; held-out cases stay clean)")
-    parser.add_argument("--corrupt-voxels", type=int, default=3, help="size of each corruption in voxels (default 3)")
+                             "training cases (held-out cases stay clean)")
+    parser.add_argument("--corrupt-voxels", type=int, default=3,
+                        help="size of each corruption in voxels with --label-noise contour (default 3)")
+    parser.add_argument("--label-noise", choices=("contour", "readers"), default="contour",
+                        help="corruption model: contour (dilated, eroded or shifted by --corrupt-voxels) or readers "
+                             "(dilated or eroded by 1-3 voxels, shifted by 1-2, a missed part, a merged vessel; "
+                             "docs/methods.md)")
     for method, settings in METHOD_SETTINGS.items():
         group = parser.add_argument_group(f"{method} (with --method {method}; see docs/methods.md)")
         for item in fields(settings):
@@ -263,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
     if args.train_fraction < 1:
         train_names = subset(train_names, args.train_fraction, args.seed)
     roles = assign_roles(train_names, args.seed, args.labeled_fraction, args.labeled, args.corrupt_fraction,
-                         args.corrupt_voxels)
+                         args.corrupt_voxels, args.label_noise,
+                         group_pattern if args.labeled_unit == "patient" else None)
     if args.method == "diffcl" and not roles.unlabeled:
         raise ValueError("--method diffcl needs unlabelled cases: give --labeled-fraction below 1 or --labeled")
     cases = {"fold": args.fold, "train_fraction": args.train_fraction, "seed": args.seed, "train": train_names,

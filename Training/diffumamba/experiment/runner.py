@@ -45,6 +45,8 @@ class ExperimentSpec:
     labeled_fraction: float = 1.0
     corrupt_fraction: float = 0.0
     corrupt_voxels: int = 3
+    label_noise: str = "contour"        # training.label_noise.NOISE_MODELS
+    labeled_unit: str = "case"          # what labeled_fraction counts: "case" or "patient" (by group_pattern)
 
     def __post_init__(self):
         if len(set(self.networks)) != len(self.networks) or len(set(self.methods)) != len(self.methods):
@@ -54,6 +56,8 @@ class ExperimentSpec:
             raise ValueError(f"the baseline {self.baseline!r} must be one of the arms {names}")
         if any(m.partition(":")[0] == "diffcl" for m in self.methods) and self.labeled_fraction >= 1:
             raise ValueError("Diff-CL needs unlabelled cases: give --labeled-fraction below 1")
+        if self.labeled_unit == "patient" and not self.group_pattern:
+            raise ValueError("--labeled-unit patient needs a group pattern (--group-pattern or dataset.json's)")
         bad = [f for f in self.folds if not 0 <= f < self.n_folds]
         if bad:
             raise ValueError(f"folds {bad} do not exist with {self.n_folds} folds")
@@ -109,7 +113,8 @@ def run_experiment(prepared: Prepared, spec: ExperimentSpec, out: Path, progress
             train_names, val_names = fold_cases(splits, names, str(fold))
             chosen = subset(train_names, spec.train_fraction, seed) if spec.train_fraction < 1 else train_names
             roles = assign_roles(chosen, seed, spec.labeled_fraction, corrupt_fraction=spec.corrupt_fraction,
-                                 corrupt_voxels=spec.corrupt_voxels)
+                                 corrupt_voxels=spec.corrupt_voxels, label_noise=spec.label_noise,
+                                 group_pattern=spec.group_pattern if spec.labeled_unit == "patient" else None)
             (out / "runs" / f"fold{fold}_seed{seed}").mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "runs" / f"fold{fold}_seed{seed}" / "cases.json",
                               json.dumps({"train": list(chosen), "val": list(val_names), **roles.to_dict()}, indent=1) + "\n")
@@ -218,7 +223,8 @@ def _record_spec(path: Path, spec: ExperimentSpec, prepared: Prepared) -> None:
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-_ADDED_LATER = ("methods", "labeled_fraction", "corrupt_fraction", "corrupt_voxels", "method_options")
+_ADDED_LATER = ("methods", "labeled_fraction", "corrupt_fraction", "corrupt_voxels", "method_options", "label_noise",
+                "labeled_unit")
 
 
 def experiment_rows(out: Path) -> list[dict]:

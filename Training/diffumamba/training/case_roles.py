@@ -11,7 +11,7 @@ import numpy as np
 
 from .label_noise import choose_corruptions, corrupt_label
 from .sampling import TrainingCase
-from .splits import subset
+from .splits import case_groups, subset
 
 __all__ = ["CaseRoles", "assign_roles", "load_cases"]
 
@@ -20,18 +20,25 @@ __all__ = ["CaseRoles", "assign_roles", "load_cases"]
 class CaseRoles:
     labeled: list[str]
     unlabeled: list[str] = field(default_factory=list)
-    corrupted: dict[str, str] = field(default_factory=dict)    # case -> corruption kind
+    corrupted: dict[str, str] = field(default_factory=dict)    # case -> corruption kind (and size: "dilate:2")
     corrupt_voxels: int = 3
+    label_noise: str = "contour"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if self.label_noise == "contour":
+            del record["label_noise"]          # as recorded before the readers' model existed (resume compares)
+        return record
 
 
 def assign_roles(train_names: Sequence[str], seed: int, labeled_fraction: float = 1.0,
                  labeled: Optional[Sequence[str]] = None, corrupt_fraction: float = 0.0,
-                 corrupt_voxels: int = 3) -> CaseRoles:
-    """Labelled cases: ``labeled`` if given (each must be a training case), else a seeded ``labeled_fraction``;
-    the others are unlabelled. A seeded ``corrupt_fraction`` of the labelled cases gets corrupted labels."""
+                 corrupt_voxels: int = 3, label_noise: str = "contour",
+                 group_pattern: Optional[str] = None) -> CaseRoles:
+    """Labelled cases: ``labeled`` if given (each must be a training case), else a seeded ``labeled_fraction`` of
+    the cases or, with ``group_pattern``, of the patients (all of a chosen patient's cases; label scarcity is a
+    matter of patients contoured, not of crops); the others are unlabelled. A seeded ``corrupt_fraction`` of the
+    labelled cases gets corrupted labels of the ``label_noise`` model (``label_noise.NOISE_MODELS``)."""
     names = sorted(train_names)
     if labeled:
         unknown = sorted(set(labeled) - set(names))
@@ -39,9 +46,17 @@ def assign_roles(train_names: Sequence[str], seed: int, labeled_fraction: float 
             raise ValueError(f"--labeled names cases that are not training cases of this fold: {', '.join(unknown)}")
         chosen = sorted(labeled)
     else:
-        chosen = subset(names, labeled_fraction, seed) if labeled_fraction < 1 else names
+        chosen = _labelled_subset(names, labeled_fraction, seed, group_pattern) if labeled_fraction < 1 else names
     return CaseRoles(chosen, [n for n in names if n not in chosen],
-                     choose_corruptions(chosen, corrupt_fraction, seed + 1), corrupt_voxels)
+                     choose_corruptions(chosen, corrupt_fraction, seed + 1, label_noise), corrupt_voxels, label_noise)
+
+
+def _labelled_subset(names: list[str], fraction: float, seed: int, group_pattern: Optional[str]) -> list[str]:
+    if not group_pattern:
+        return subset(names, fraction, seed)
+    groups = case_groups(names, group_pattern)
+    patients = set(subset(sorted(set(groups.values())), fraction, seed))
+    return [n for n in names if groups[n] in patients]
 
 
 def load_cases(folder: Path, roles: CaseRoles, seed: int, cache: Optional[dict] = None,
@@ -59,7 +74,7 @@ def load_cases(folder: Path, roles: CaseRoles, seed: int, cache: Optional[dict] 
     for name in roles.labeled:
         original = case(name)
         if name in roles.corrupted:
-            label = corrupt_label(original.label, roles.corrupted[name], roles.corrupt_voxels, rng)
+            label = corrupt_label(original.label, roles.corrupted[name], roles.corrupt_voxels, rng, original.data[0])
             labelled.append(TrainingCase.from_arrays(name, original.data, label, seed, original.source))
         else:
             labelled.append(original)
