@@ -157,6 +157,19 @@ def test_diffcl_needs_unlabelled_cases(phantoms, tmp_path, capsys):
     assert not (tmp_path / "exp").exists() and not (tmp_path / "run").exists()
 
 
+def test_labelling_patients_needs_a_group_pattern(phantoms, tmp_path, capsys):
+    """The phantoms' dataset.json has no group pattern: counting labelled patients is refused, not done per case."""
+    common = ["--preprocessed", str(tmp_path / "pre"), "--features", "4", "8", "--max-patch", "16", "32", "32",
+              "--labeled-fraction", "0.5", "--labeled-unit", "patient"]
+    assert main(["experiment", str(phantoms), "--results", str(tmp_path / "exp"), "--networks", "resunet",
+                 "--methods", "diffcl", *common]) == 2
+    assert "--labeled-unit patient needs a group pattern" in capsys.readouterr().err
+    assert main(["train", str(phantoms), "--run-dir", str(tmp_path / "run"), "--method", "diffcl", "--folds", "2",
+                 *common]) == 2
+    assert "--labeled-unit patient needs a group pattern" in capsys.readouterr().err
+    assert not (tmp_path / "exp" / "runs").exists() and not (tmp_path / "run").exists()
+
+
 def test_an_ablation_experiment_scores_diffcls_branches_and_arms_with_their_own_settings(phantoms, tmp_path, capsys):
     """Issue 17, items 6 and the ablations: a Diff-CL arm is scored three ways (CS, its diffusion branch by DDIM,
     their mean); an arm METHOD:NAME=VALUE trains with that setting (recorded in its checkpoint); a bad arm is refused

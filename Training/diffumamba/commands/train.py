@@ -270,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
     train_names, val_names = fold_cases(splits, names, args.fold)
     if args.train_fraction < 1:
         train_names = subset(train_names, args.train_fraction, args.seed)
+    if args.labeled_unit == "patient" and not group_pattern:
+        raise ValueError("--labeled-unit patient needs a group pattern: give --group-pattern (dataset.json has none)")
     roles = assign_roles(train_names, args.seed, args.labeled_fraction, args.labeled, args.corrupt_fraction,
                          args.corrupt_voxels, args.label_noise,
                          group_pattern if args.labeled_unit == "patient" else None)
