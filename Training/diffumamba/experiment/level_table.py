@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 from ..files import atomic_write_text
 from .dale_report import partition_lines
 from .runner import experiment_rows
-from .statistics import compare
+from .statistics import compare, difference_cell
 
 __all__ = ["CEILING", "level_table", "main"]
 
@@ -86,9 +86,9 @@ def level_table(levels: Sequence[tuple[str, Sequence[Path]]], baseline: str, cei
             seconds = [float(r["train_seconds"]) for r in rows if r["network"] == entry["network"] and "train_seconds" in r]
             lines.append("| " + " | ".join([
                 condition, entry["network"], str(entry["runs"]), str(entry["dice"]["n"]),
-                _mean(entry, "dice", 3), _delta(entry, "dice", baseline, 3),
-                _mean(entry, "band_dice", 3), _delta(entry, "band_dice", baseline, 3),
-                _mean(entry, "hd95_mm", 1), _delta(entry, "hd95_mm", baseline, 1),
+                _mean(entry, "dice", 3), difference_cell(entry, "dice", baseline, 3),
+                _mean(entry, "band_dice", 3), difference_cell(entry, "band_dice", baseline, 3),
+                _mean(entry, "hd95_mm", 1), difference_cell(entry, "hd95_mm", baseline, 1),
                 str(entry["empty_predictions"]),
                 f"{statistics.median(seconds):.0f}" if seconds else "",
             ]) + " |")
@@ -106,17 +106,6 @@ def _mean(entry: dict, metric: str, digits: int) -> str:
     if metric not in entry:
         return ""
     return f"{entry[metric]['mean']:.{digits}f} ± {entry[metric]['sd']:.{digits}f}"
-
-
-def _delta(entry: dict, metric: str, baseline: str, digits: int) -> str:
-    if entry["network"] == baseline:
-        return "(baseline)"
-    d = entry.get(metric, {}).get("vs_baseline")
-    if d is None:
-        return "n/a"
-    if d["n"] < 2:
-        return f"{d['mean']:+.{digits}f} (one pair)"
-    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], p={d['p_wilcoxon']:.2g}"
 
 
 def _csv(rows: Sequence[dict]) -> str:

@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from typing import Mapping, Optional, Sequence
 
-__all__ = ["unit_means", "paired_difference", "compare", "markdown_table"]
+__all__ = ["unit_means", "paired_difference", "compare", "markdown_table", "difference_cell"]
 
 METRICS = ("dice", "hd95_mm", "band_dice")    # band_dice: absent from rows scored before it existed
 
@@ -88,15 +88,16 @@ def markdown_table(entries: Sequence[dict], baseline: str, unit: str = "cases") 
     for e in entries:
         cells = [e["label"], e["network"], str(e["runs"]), str(e["dice"]["n"]),
                  f"{e['dice']['mean']:.3f} ± {e['dice']['sd']:.3f}", f"{e['hd95_mm']['mean']:.1f} ± {e['hd95_mm']['sd']:.1f}"]
-        cells += [_difference(e, metric, baseline, digits) for metric, digits in (("dice", 3), ("hd95_mm", 1))]
+        cells += [difference_cell(e, metric, baseline, digits) for metric, digits in (("dice", 3), ("hd95_mm", 1))]
         cells.append(str(e["empty_predictions"]))
         if band:
-            cells += [f"{e['band_dice']['mean']:.3f} ± {e['band_dice']['sd']:.3f}", _difference(e, "band_dice", baseline, 3)]
+            cells += [f"{e['band_dice']['mean']:.3f} ± {e['band_dice']['sd']:.3f}", difference_cell(e, "band_dice", baseline, 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _difference(entry: dict, metric: str, baseline: str, digits: int) -> str:
+def difference_cell(entry: dict, metric: str, baseline: str, digits: int) -> str:
+    """``+0.050 [+0.010, +0.090], p=0.03``: an entry's paired difference to the baseline, as every table writes it."""
     d = entry[metric].get("vs_baseline")
     if entry["network"] == baseline:
         return "(baseline)"
