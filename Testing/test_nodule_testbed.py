@@ -1,5 +1,6 @@
 """scripts/nodule_testbed.sh (issue 32; docs/experiments.md "Nodule test bed") runs end to end on the 993 shared LIDC
-nodules at a budget of one seed and 40 iterations: the readers' noise on 30 % of the training cases, 10 % of the
+nodules at a budget of one seed and 40 iterations (too few for a DALE partition: the partition line is
+tested in test_level_table.py): the readers' noise on 30 % of the training cases, 10 % of the
 training patients labelled, both tables from the finished runs; a second run trains nothing."""
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def test_the_nodule_testbed_runs_both_tables_from_the_shared_nodules(tmp_path, s
     dale = (work / "dale_table.md").read_text()
     for arm in ("supervised", "dale", "supervised, all labels clean"):
         assert f"| 30 % | {arm} | 1 | 110 |" in dale, arm                     # 110 held-out patients
-    assert re.search(r"- 30 %: dale: \d+ of \d+ fuzzy picks on corrupted cases \(random picks: [\d.]+\)", dale)
     diffcl = (work / "diffcl_table.md").read_text()
     for arm in ("supervised", "supervised-hf", "diffcl", "diffcl/diffusion", "diffcl/mean",
                 "supervised, all labels clean"):

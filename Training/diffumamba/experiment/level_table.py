@@ -82,7 +82,10 @@ def level_table(levels: Sequence[tuple[str, Sequence[Path]]], baseline: str, cei
             from ..training.splits import case_groups
 
             groups = case_groups(sorted({r["case"] for r in rows}), spec["group_pattern"])
-        for entry in compare(rows, baseline, groups):
+        order = [name for folder in group for name in _arm_order(folder)] + [CEILING]
+        entries = sorted(compare(rows, baseline, groups), key=lambda e: order.index(e["network"])
+                         if e["network"] in order else len(order))
+        for entry in entries:
             seconds = [float(r["train_seconds"]) for r in rows if r["network"] == entry["network"] and "train_seconds" in r]
             lines.append("| " + " | ".join([
                 condition, entry["network"], str(entry["runs"]), str(entry["dice"]["n"]),
@@ -100,6 +103,14 @@ def level_table(levels: Sequence[tuple[str, Sequence[Path]]], baseline: str, cei
         table += "\nDALE partition (fuzzy picks on corrupted cases against a random pick of the same size):\n\n"
         table += "\n".join(notes) + "\n"
     return table, all_rows
+
+
+def _arm_order(folder: Path) -> list[str]:
+    """The folder's arms in the order its experiment was asked for (with Diff-CL's branch rows after their arm)."""
+    from .runner import experiment_arms, scored_names
+
+    spec = _spec(folder)["spec"]
+    return scored_names(experiment_arms(spec["networks"], spec.get("methods", ["supervised"])))
 
 
 def _mean(entry: dict, metric: str, digits: int) -> str:
@@ -140,8 +151,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    atomic_write_text(args.out, table)
-    atomic_write_text(args.out.with_suffix(".csv"), _csv(rows))
+    written = {args.out: table, args.out.with_suffix(".csv"): _csv(rows)}
+    for path, text in written.items():
+        atomic_write_text(path, text)
+        if path.read_text() != text:                      # "wrote" only for what reads back whole
+            print(f"error: {path} does not read back as written (disk full?); write it elsewhere", file=sys.stderr)
+            return 1
     print(table, end="")
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(rows)} rows)")
     return 0
