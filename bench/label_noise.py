@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training"))
 
 from diffumamba.data.cache import load_case  # noqa: E402
-from diffumamba.training.label_noise import READER_SIZES, _attached_tissue, corrupt_label  # noqa: E402
+from diffumamba.training.label_noise import READER_SIZES, corrupt_label, dense_reach  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 
@@ -49,11 +49,7 @@ def main() -> int:
         for kind in kinds:
             noisy = corrupt_label(label, kind, 1, np.random.default_rng(i), data[0]) > 0
             scores[kind].append((dice(noisy, clean), noisy.sum() / clean.sum()))
-        reached = clean.copy()
-        dense = data[0] >= np.percentile(data[0][clean], 10)
-        for _ in range(3):
-            reached = ndimage.binary_dilation(reached, structure) & (dense | clean)
-        found_tissue += int((reached & ~clean).sum() >= 3)
+        found_tissue += int(dense_reach(clean, data[0], 3, structure).sum() >= 3)
     print(f"{len(names)} preprocessed nodules of {args.plan}\n")
     print("| corruption | Dice vs clean (median [10th-90th pct]) | volume ratio (median [10th-90th pct]) |")
     print("|---|---|---|")

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["KINDS", "NOISE_MODELS", "corrupt_label", "choose_corruptions", "parse_corruption"]
+__all__ = ["KINDS", "NOISE_MODELS", "corrupt_label", "choose_corruptions", "parse_corruption", "dense_reach"]
 
 KINDS = ("dilate", "erode", "shift", "miss", "vessel")
 NOISE_MODELS = {"contour": ("dilate", "erode", "shift"), "readers": KINDS}
@@ -92,17 +92,23 @@ def _missed_part(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return removed
 
 
+def dense_reach(mask: np.ndarray, image: np.ndarray, depth: int, structure: np.ndarray) -> np.ndarray:
+    """Voxels outside ``mask`` reached from it in ``depth`` steps through voxels at least as dense as the mask's
+    10th percentile."""
+    dense = image >= np.percentile(image[mask], 10)
+    reached = mask.copy()
+    for _ in range(depth):
+        reached = ndimage.binary_dilation(reached, structure) & (dense | mask)
+    return reached & ~mask
+
+
 def _attached_tissue(mask: np.ndarray, image: np.ndarray, depth: int, structure: np.ndarray,
                      rng: np.random.Generator) -> np.ndarray:
     """Voxels reached from the lesion's border in ``depth`` steps through voxels at least as dense as the lesion's
     10th percentile: the vessels, fissures or pleura it touches. A lesion that touches nothing dense (a nodule
     surrounded by air) gets a vessel drawn instead: a 3-voxel-wide tube leaving it in a random in-plane direction for
     2 x depth voxels, so every corrupted case is corrupted."""
-    dense = image >= np.percentile(image[mask], 10)
-    reached = mask.copy()
-    for _ in range(depth):
-        reached = ndimage.binary_dilation(reached, structure) & (dense | mask)
-    added = reached & ~mask
+    added = dense_reach(mask, image, depth, structure)
     if added.sum() >= 3:
         return added
     centre = np.argwhere(mask).mean(0)
