@@ -25,10 +25,7 @@ class CaseRoles:
     label_noise: str = "contour"
 
     def to_dict(self) -> dict:
-        record = asdict(self)
-        if self.label_noise == "contour":
-            del record["label_noise"]          # as recorded before the readers' model existed (resume compares)
-        return record
+        return asdict(self)          # a resume compares only the keys its checkpoint recorded (train.check_run_dir)
 
 
 def assign_roles(train_names: Sequence[str], seed: int, labeled_fraction: float = 1.0,
