@@ -38,6 +38,9 @@ def test_training_on_a_real_tumour_lowers_the_loss(tumour_region, tmp_path):
     assert validated[-1] > validated[0] and validated[-1] > 0.4    # seeded: 0.46 -> 0.57 -> 0.60
     log = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert [int(r["epoch"]) for r in log] == list(range(1, 7))
+    # epochs without validation leave the cell empty (not "nan"); validated epochs hold the Dice
+    assert [r["val_dice"] for r in log if r["val_dice"] != ""] == [repr(d) for d in validated]
+    assert sum(r["val_dice"] == "" for r in log) == 3
     model, header = load_model(tmp_path / "best.safetensors")
     assert header["labels"]["GTV"] == 1 and header["training"]["best_dice"] == max(validated)
     assert (tmp_path / "last.safetensors").exists()

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nnunet"))
 
 import arm as nnunet_arm  # noqa: E402
-from measure import run_measured  # noqa: E402
+from measure import CommandFailed, run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -119,10 +119,14 @@ def main(argv=None) -> int:
     work = args.work.resolve() / args.dataset
     work.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
-        run(spec, work, args.arms, args.fold_list)
-        if not args.no_timing:
-            with (work / "commands.log").open("a") as log:
-                timing(spec, work, args.arms, log)
+        try:
+            run(spec, work, args.arms, args.fold_list)
+            if not args.no_timing:
+                with (work / "commands.log").open("a") as log:
+                    timing(spec, work, args.arms, log)
+        except CommandFailed as err:
+            print(f"versus_nnunet: {err}", file=sys.stderr)
+            return 1
     table = make_table(spec, work, args.arms)
     (work / "table.md").write_text(table)
     print(table)

@@ -14,6 +14,7 @@ patient); LUNG1-001 onto LUNG1-003 and brain 01 pre onto 02 post (other patients
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -69,6 +70,7 @@ def measure(label: str, prior, prior_mask, current, settings: RegistrationSettin
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()   # --help; no options
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}; set DIFFUMAMBA_SHARED_DATA")
     settings = RegistrationSettings()

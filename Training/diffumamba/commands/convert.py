@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from .registration_options import add_registration_arguments, registration_settings
+from .progress_option import add_progress_argument, case_bar
 
 
 def add_parser(commands) -> None:
@@ -97,6 +98,7 @@ def add_parser(commands) -> None:
         mode.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
         mode.add_argument("--append", action="store_true",
                           help="add cases to the dataset in OUT (same channels, labels and file ending)")
+        add_progress_argument(sub)
         sub.set_defaults(run=run)
 
 
@@ -131,7 +133,7 @@ def _convert(args, report, cases, channels, labels, task, aside) -> int:
                                task=task, group_pattern=getattr(args, "dataset_group_pattern", None))
         for name, reason in report.failed:
             tqdm.write(f"{name}: FAILED: {reason}")
-        convert_cases(cases, writer, report, progress=lambda items: tqdm(items, desc="convert", unit="case"),
+        convert_cases(cases, writer, report, progress=case_bar(args, "convert"),
                       warn=tqdm.write)
         if not report.converted:
             kept = f"; the dataset already in {args.out} was left as it was" if aside else ""
@@ -216,8 +218,6 @@ def _simulated_cases(args, report):
 
 
 def _lidc_cases(args, report):
-    from tqdm import tqdm
-
     from ..convert.lidc_vois import GROUP_PATTERN, crop_cases, pasted_cases, read_host, read_voi_folder
     from ..data.dataset import RawDataset
     from ..data.lesion_pasting import Host
@@ -245,7 +245,7 @@ def _lidc_cases(args, report):
         args.dataset_group_pattern = WHOLE_CT_GROUP_PATTERN
         return whole_ct_cases(vois, specs, args.whole_ct, args.pastes, args.seed), ["CT"], ["GTV"], "segmentation"
     hosts = []
-    for path, avoid, _ in tqdm(specs, desc="hosts (lungs)", unit="CT"):
+    for path, avoid, _ in case_bar(args, "hosts (lungs)", "CT")(specs):
         name, image, tumour = read_host(path, avoid)
         host = Host.from_image(image, name, tumour)
         if not host.lung.any():

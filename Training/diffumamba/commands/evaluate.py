@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .progress_option import add_progress_argument, case_bar
+
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
@@ -20,6 +22,7 @@ def add_parser(commands) -> None:
                         help="labels to score, e.g. 1=GTV (default: every non-zero value in the references)")
     parser.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM",
                         help="tolerance of the normalised surface Dice in mm (default 2)")
+    add_progress_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -37,15 +40,13 @@ def parse_labels(items: list[str] | None) -> dict[int, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..evaluation.report import evaluate_folders, summarise, write_reports
 
     labels = parse_labels(args.labels)
     if args.nsd_tolerance <= 0:
         raise ValueError("--nsd-tolerance must be positive")
     rows = evaluate_folders(args.pred, args.ref, labels, args.nsd_tolerance,
-                            progress=lambda cases: tqdm(cases, desc="reading cases", unit="case"))
+                            progress=case_bar(args, "reading cases"))
     paths = write_reports(rows, args.out, {"pred": str(args.pred), "ref": str(args.ref),
                                            "nsd_tolerance_mm": args.nsd_tolerance})
     for label, entry in summarise(rows).items():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..nets import NETWORK_NAMES
 from .preprocess import add_plan_arguments
+from .progress_option import shows_bars
 from .train import add_training_arguments
 
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         plan = prepared.plan
         print(f"plan: patch {plan.patch_size}, spacing {plan.target_spacing}, features "
               f"{plan.network['features_per_stage']}, batch {spec.batch_size}")
-        rows = run_experiment(prepared, spec, args.results)
+        rows = run_experiment(prepared, spec, args.results, progress=shows_bars(args))
     recorded = json.loads((args.results / "experiment.json").read_text())["spec"]
     arms = scored_names(ExperimentSpec(**recorded).arms())
     baseline = recorded["baseline"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..inference.outputs import FORMATS
+from .progress_option import add_progress_argument
 
 
 def add_parser(commands) -> None:
@@ -36,8 +37,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--crop", choices=["auto", "none", "lungs"], default="auto",
                         help="lungs: segment only the lungs' bounding box (+2 cm) found by thresholds (CT only); "
                              "auto (default): what the model's plan says (lungs for the lung-cpu preset), else none")
-    parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
-                        help="json: one JSON line per step on stderr for GUIs")
+    add_progress_argument(parser, json_lines=True)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of the same name already in --out (refused otherwise: it may be an "
                              "edited segmentation)")

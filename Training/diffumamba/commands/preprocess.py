@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data.plan import PRESETS
 from ..nets import NETWORK_NAMES
+from .progress_option import add_progress_argument
 
 
 def add_parser(commands) -> None:
@@ -45,6 +46,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser, network: bool = True) ->
                              "scan, registered prior GTV) channels; correction: train a click-correction model on any "
                              "segmentation dataset (mask and clicks simulated, see docs/correction.md); auto: the "
                              "dataset's own task (default). preprocess and train with the same --task share one cache")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

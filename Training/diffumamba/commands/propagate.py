@@ -11,6 +11,7 @@ from pathlib import Path
 from ..files import output_lock
 from ..inference.outputs import FORMATS
 from .registration_options import add_registration_arguments, registration_settings
+from .progress_option import add_progress_argument
 
 
 def add_parser(commands) -> None:
@@ -51,8 +52,7 @@ def add_parser(commands) -> None:
     refinement.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, else 0.5)")
     refinement.add_argument("--crop", choices=["auto", "none", "lungs"], default="auto",
                             help="restrict refinement to the lungs' box on CT (auto: what the model's plan says)")
-    parser.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
-                        help="json: one JSON line per step on stderr for GUIs")
+    add_progress_argument(parser, json_lines=True)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of the same name already in --out (refused otherwise)")
     parser.set_defaults(run=run)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .preprocess import add_plan_arguments
+from .progress_option import shows_bars
 
 
 def add_parser(commands) -> None:
@@ -184,7 +185,8 @@ def prepare_from_args(args: argparse.Namespace, network: str):
     return prepare(args.dataset, args.out, network, args.memory_gb, args.max_patch or preset.max_patch,
                    amp=not args.no_amp, base_features=features[0], max_features=features[1],
                    target_spacing=args.spacing or preset.target_spacing, inference=preset.inference,
-                   task=getattr(args, "task", "auto"), patch_size=getattr(args, "patch", None))
+                   task=getattr(args, "task", "auto"), patch_size=getattr(args, "patch", None),
+                   show_progress=shows_bars(args))
 
 
 # What a training run writes into its folder (``--overwrite`` removes them before starting again).
@@ -324,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
           f"{f' ({len(roles.corrupted)} corrupted)' if roles.corrupted else ''}"
           f"{f' and {len(unlabelled)} unlabelled' if unlabelled else ''}, validating on {len(val_names)}; "
           f"patch {plan.patch_size}, lr {trainer.lr:g}, device {trainer.device}")
-    trainer.fit()
+    trainer.fit(progress=shows_bars(args))
     print(f"checkpoints and log: {args.run_dir}")
     return 0
 

@@ -223,7 +223,8 @@ class Trainer:
         return self.lr * (1 - epoch / self.settings.epochs) ** 0.9
 
     def fit(self, progress: bool = True) -> list[dict]:
-        """Train from ``start_epoch`` to ``settings.epochs``; returns the rows of the epoch log."""
+        """Train from ``start_epoch`` to ``settings.epochs``; returns the rows of the epoch log. ``progress`` shows the
+        iterations' bar; one line per epoch is printed either way."""
         from tqdm import tqdm
 
         progress = progress and self.rank == 0
@@ -275,7 +276,7 @@ class Trainer:
             if self.world_size > 1:
                 torch.distributed.barrier()
             rows.append(row)
-            if progress:
+            if self.rank == 0:          # the epoch line is the log, kept under --progress none too
                 validated = "" if math.isnan(row["val_dice"]) else f", val Dice {row['val_dice']:.4f}"
                 print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}{validated}, {row['seconds']:.1f} s", flush=True)
         if board is not None:
@@ -425,6 +426,9 @@ class Trainer:
         return float(np.mean(scores))
 
     def _log(self, row: dict) -> None:
+        """One row per epoch; a value not measured in that epoch (validation between validations) is an empty cell,
+        which spreadsheets and ``csv`` readers take as missing, not the string ``nan``."""
+        row = {key: "" if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
         path = self.out_dir / "log.csv"
         new = not path.exists()
         with path.open("a", newline="") as handle:
