@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
                     "(docs/correction.md).")
     parser.add_argument("--stdio", action="store_true", required=True, help="requests on stdin, replies on stdout")
     add_model_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, leave_at_once=True)     # cli.program: no interpreter teardown after the last reply
 
 
 def run(args: argparse.Namespace) -> int:
