@@ -3,7 +3,7 @@
 # (issue 32; docs/experiments.md "Nodule test bed"). Every experiment is a resumable `diffumamba experiment`: interrupt
 # at will, run the same line again; finished runs are reused and an interrupted one continues from its last epoch.
 #   bash scripts/nodule_testbed.sh WORK [STEP...]
-#   steps: data dale dale-ablations diffcl diffcl-ablations (default: all, in this order)
+#   steps: data dale dale-ablations diffcl diffcl-ablations (default: data dale diffcl)
 # One fold of 5 split by patient (fold 0: 110 held-out patients, 193 nodules; 440 training patients, 800 nodules),
 # scored on the held-out patients' original masks and grids; SEEDS (default "0 1 2") per arm.
 #   dale:   a share (10, 30, 50 %) of the training masks corrupted as readers err (label_noise.py: dilated or eroded
@@ -14,7 +14,8 @@
 #           ceiling: supervised on every label. DIFFCL_ITERATIONS.
 # The main arms of every condition (dale, diffcl) run before the ablation arms (dale-ablations, diffcl-ablations: own
 # folders), so a stopped run has the headline comparison first; DALE_SHARES / DIFFCL_SHARES pick the conditions (and
-# their order). Each step ends by writing WORK/dale_table.md or WORK/diffcl_table.md (+ .csv) from the finished runs.
+# their order), DALE_ABLATION_SHARES / DIFFCL_ABLATION_SHARES those of the ablation arms (default: the issue's target
+# conditions, 30 % corrupted and 10 % labelled; the documented tables; "10 30 50" / "05 10 25" run the full grid). Each step ends by writing WORK/dale_table.md or WORK/diffcl_table.md (+ .csv) from the finished runs.
 # Two processes side by side with one thread each use 2 cores best (e.g. `dale dale-ablations` and `diffcl
 # diffcl-ablations`), after `data`; never two processes on the same step and share.
 set -euo pipefail
@@ -27,18 +28,22 @@ DALE_ITERATIONS="${DALE_ITERATIONS:-800}"
 DIFFCL_ITERATIONS="${DIFFCL_ITERATIONS:-320}"
 DALE_SHARES="${DALE_SHARES:-30 10 50}"
 DIFFCL_SHARES="${DIFFCL_SHARES:-10 05 25}"
+DALE_ABLATION_SHARES="${DALE_ABLATION_SHARES:-30}"
+DIFFCL_ABLATION_SHARES="${DIFFCL_ABLATION_SHARES:-10}"
 DM="${DIFFUMAMBA:-$PWD/.venv/bin/diffumamba}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 mkdir -p "$WORK"
 NODULES="$WORK/raw/Dataset320_LidcNodules"
-GRID=(--preprocessed "$WORK/pre" --spacing 1.5 1 1 --patch 16 32 32 --features 8 64 --no-amp)
+# bars on a terminal; none in a redirected log (its lines stay: one per epoch and per run)
+PROGRESS="${PROGRESS:-$([ -t 2 ] && echo bar || echo none)}"
+GRID=(--preprocessed "$WORK/pre" --spacing 1.5 1 1 --patch 16 32 32 --features 8 64 --no-amp --progress "$PROGRESS")
 PLAN=("${GRID[@]}" --networks diffumamba --folds 5 --fold-list 0 --lr 1e-2 --no-augment --seeds $SEEDS
       --threads "${THREADS:-1}")
 budget() { echo --epochs $(($1 / 40)) --iterations 40; }
 
 if want data; then
-  [ -f "$NODULES/dataset.json" ] || "$DM" convert lidc "$DATA/lidc_idri_nodule_vois" "$NODULES"
+  [ -f "$NODULES/dataset.json" ] || "$DM" convert lidc "$DATA/lidc_idri_nodule_vois" "$NODULES" --progress "$PROGRESS"
   "$DM" preprocess "$NODULES" "${GRID[@]}" --network diffumamba     # once, before two processes share the cache
 fi
 
@@ -78,7 +83,7 @@ if want dale; then
   dale_table
 fi
 if want dale-ablations; then
-  for share in $DALE_SHARES; do
+  for share in $DALE_ABLATION_SHARES; do
     run "dale-$share-ablations" "${DALE[@]}" --corrupt-fraction "0.$share" \
       --methods dale:confidence=none dale:align_weight=0 dale:band_radius=2
   done
@@ -93,7 +98,7 @@ if want diffcl; then
   diffcl_table
 fi
 if want diffcl-ablations; then
-  for share in $DIFFCL_SHARES; do
+  for share in $DIFFCL_ABLATION_SHARES; do
     run "diffcl-$share-ablations" "${DIFFCL[@]}" --labeled-fraction "0.$share" \
       --methods diffcl:high_frequency_stages=0 diffcl:contrastive_weight=0
   done
