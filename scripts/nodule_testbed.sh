@@ -15,7 +15,8 @@
 # The main arms of every condition (dale, diffcl) run before the ablation arms (dale-ablations, diffcl-ablations: own
 # folders), so a stopped run has the headline comparison first; DALE_SHARES / DIFFCL_SHARES pick the conditions (and
 # their order), DALE_ABLATION_SHARES / DIFFCL_ABLATION_SHARES those of the ablation arms (default: the target
-# conditions, 30 % corrupted and 10 % labelled; the documented tables; "10 30 50" / "05 10 25" run the full grid). Each step ends by writing WORK/dale_table.md or WORK/diffcl_table.md (+ .csv) from the finished runs.
+# conditions, 30 % corrupted and 10 % labelled, as in the documented tables; "10 30 50" / "05 10 25" run the full
+# grid). Each step ends by writing WORK/dale_table.md or WORK/diffcl_table.md (+ .csv) from the finished runs.
 # Two processes side by side with one thread each use 2 cores best (e.g. `dale dale-ablations` and `diffcl
 # diffcl-ablations`), after `data`; never two processes on the same step and share.
 set -euo pipefail

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import re
 import sys
 import traceback
@@ -91,8 +92,6 @@ def program() -> None:
     args = build_parser().parse_args()
     code = _run(args)
     if getattr(args, "leave_at_once", False):
-        import os
-
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
