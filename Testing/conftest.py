@@ -14,26 +14,49 @@ import torch
 SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
 
 
+WORKER_THREADS = 1   # `-n 2` on 2 cores: one PyTorch thread per xdist worker, in its tests and the commands they start
+
+
 def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = str(WORKER_THREADS)
+        torch.set_num_threads(WORKER_THREADS)
     config.addinivalue_line("markers", "data: reads the real patient data in ../shared/data")
     config.addinivalue_line("markers", "slow: took 5 s or more on the 2-core CI machine (listed in slow_tests.txt)")
 
 
+def slow_tests() -> dict:
+    """Test name -> seconds it took in the last measurement (``slow_tests.txt``: one "name seconds" per line)."""
+    lines = SLOW_LIST.read_text().splitlines() if SLOW_LIST.is_file() else []
+    return {parts[0]: float(parts[1]) if len(parts) > 1 else THRESHOLD_S for parts in map(str.split, lines) if parts}
+
+
+THRESHOLD_S = 5.0
+
+
 def pytest_collection_modifyitems(config, items):
     """``data`` from the fixtures a test uses; ``slow`` from the measured list, so ``-m "not slow"`` is a fast
-    subset (regenerate the list with ``python Testing/measure_slow_tests.py``)."""
-    slow = set(SLOW_LIST.read_text().split()) if SLOW_LIST.is_file() else set()
+    subset (regenerate the list with ``python Testing/measure_slow_tests.py``). The files that took longest run
+    first, so that two workers (``-n 2 --dist loadfile``) both start on a long one and neither ends on one."""
+    slow = slow_tests()
+    file_seconds: dict = {}
     for item in items:
         if "shared_data" in item.fixturenames:
             item.add_marker(pytest.mark.data)
-        if item.nodeid.split("[")[0] in slow or item.nodeid in slow:
+        name = item.nodeid.split("[")[0]
+        if name in slow or item.nodeid in slow:
             item.add_marker(pytest.mark.slow)
+            path = item.nodeid.split("::")[0]
+            file_seconds[path] = file_seconds.get(path, 0.0) + slow.get(name, slow.get(item.nodeid, THRESHOLD_S))
+    items.sort(key=lambda item: -file_seconds.get(item.nodeid.split("::")[0], 0.0))   # stable within a file
 
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+    if os.environ.get("PYTEST_XDIST_WORKER"):       # a test's `--threads` must not change the next test's
+        torch.set_num_threads(WORKER_THREADS)
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@
 # their order), DALE_ABLATION_SHARES / DIFFCL_ABLATION_SHARES those of the ablation arms (default: the target
 # conditions, 30 % corrupted and 10 % labelled, as in the documented tables; "10 30 50" / "05 10 25" run the full
 # grid). Each step ends by writing WORK/dale_table.md or WORK/diffcl_table.md (+ .csv) from the finished runs.
+# ITERATIONS_PER_EPOCH (default 40) sets the epoch length of both budgets (the test runs 4 of 4).
 # Two processes side by side with one thread each use 2 cores best (e.g. `dale dale-ablations` and `diffcl
 # diffcl-ablations`), after `data`; never two processes on the same step and share.
 set -euo pipefail
@@ -41,7 +42,8 @@ PROGRESS="${PROGRESS:-$([ -t 2 ] && echo bar || echo none)}"
 GRID=(--preprocessed "$WORK/pre" --spacing 1.5 1 1 --patch 16 32 32 --features 8 64 --no-amp --progress "$PROGRESS")
 PLAN=("${GRID[@]}" --networks diffumamba --folds 5 --fold-list 0 --lr 1e-2 --no-augment --seeds $SEEDS
       --threads "${THREADS:-1}")
-budget() { echo --epochs $(($1 / 40)) --iterations 40; }
+EPOCH="${ITERATIONS_PER_EPOCH:-40}"
+budget() { echo --epochs $(($1 / EPOCH)) --iterations "$EPOCH"; }
 
 if want data; then
   [ -f "$NODULES/dataset.json" ] || "$DM" convert lidc "$DATA/lidc_idri_nodule_vois" "$NODULES" --progress "$PROGRESS"

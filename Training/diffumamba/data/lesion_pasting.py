@@ -93,10 +93,20 @@ class Host:
 
         spacing = image.GetSpacing()[::-1]
         lung = lung_mask(_array(image).astype(np.float32), spacing)
-        depth = ndimage.distance_transform_edt(lung, sampling=spacing).astype(np.float32)
+        # Both distance transforms run in a box, not the whole CT (a third of the time on a chest CT), and are
+        # exact where they are read: inside the lungs' box grown by one background voxel, a lung voxel's nearest
+        # border voxel is in the box; with every tumour voxel in the box, so is its nearest tumour voxel. Beyond
+        # the box, outside the lungs, no candidate is ever placed.
+        depth = np.zeros(lung.shape, np.float32)
+        box = _box(lung, 1)
+        if box is not None:
+            depth[box] = ndimage.distance_transform_edt(lung[box], sampling=spacing)
         far = None
         if avoid is not None and avoid.any():
-            far = ndimage.distance_transform_edt(~avoid.astype(bool), sampling=spacing).astype(np.float32)
+            avoid = avoid.astype(bool)
+            far = np.full(lung.shape, np.float32(1e6))
+            box = _box(lung | avoid, 1)
+            far[box] = ndimage.distance_transform_edt(~avoid[box], sampling=spacing)
         return cls(image, name, lung, depth, far)
 
     def candidates(self, radius_mm: float, box_mm: float, avoid_margin_mm: float = 15.0) -> dict[str, np.ndarray]:
@@ -114,6 +124,15 @@ class Host:
         return {"parenchyma": np.argwhere(allowed & (self.depth_mm >= radius_mm + 3.0)),
                 "pleura": np.argwhere(allowed & (self.depth_mm >= 0.5 * radius_mm)
                                       & (self.depth_mm <= max(radius_mm, 1.5)))}
+
+
+def _box(mask: np.ndarray, margin: int) -> Optional[tuple]:
+    """The slices of ``mask``'s bounding box grown by ``margin`` voxels (clipped to the array), None when empty."""
+    where = np.argwhere(mask)
+    if not len(where):
+        return None
+    low, high = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def _resample(image, reference, order: int, default: float):
