@@ -21,6 +21,10 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = str(WORKER_THREADS)
         torch.set_num_threads(WORKER_THREADS)
+    elif hasattr(config.option, "loadscopereorder"):
+        # xdist would hand out the files with most tests first; ours (pytest_collection_modifyitems) start the
+        # longest first, which is what keeps a worker from ending on a 5-minute test
+        config.option.loadscopereorder = False
     config.addinivalue_line("markers", "data: reads the real patient data in ../shared/data")
     config.addinivalue_line("markers", "slow: took 5 s or more on the 2-core CI machine (listed in slow_tests.txt)")
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_recipe(work: Path, shared_data: Path, *steps: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DIFFUMAMBA_SHARED_DATA": str(shared_data), "DIFFUMAMBA": str(Path(sys.executable).parent /
-           "diffumamba"), "FOLDS": "0", "ITERATIONS": "25", "PASTES": "1", "JOBS": "1", "VERSION": "9.9.9"}
+           "diffumamba"), "FOLDS": "0", "ITERATIONS": "5", "ITERATIONS_PER_EPOCH": "5", "PASTES": "1", "JOBS": "1", "VERSION": "9.9.9"}
     done = subprocess.run(["bash", str(REPO / "scripts" / "train_lung_gtv.sh"), str(work), *steps], env=env,
                           capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -36,7 +36,7 @@ def test_the_lung_gtv_recipe_runs_from_the_shared_data_to_a_verified_package(tmp
     assert [s["val"] for s in splits] == [["four_d_lung_113_hm10395"], ["lung1"], ["lung2"],
                                           ["nsclc_radiomics_lung1_001"], ["nsclc_radiomics_lung1_003"]]
     assert "four_d_lung_113_hm10395_w0" not in splits[0]["train"] and "Lung-Dx-A0001_w0z0" in splits[0]["train"]
-    runs = work / "pasted-negatives-25"
+    runs = work / "pasted-negatives-5"
     assert (runs / "fold0" / "done").exists() and not (runs / "fold1").exists()
     report = json.loads((runs / "evaluation" / "lung_gtv.json").read_text())
     assert [p["case"] for p in report["patients"]] == ["four_d_lung_113_hm10395"]
