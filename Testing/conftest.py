@@ -170,3 +170,18 @@ def tumour_case(shared_data, name="lung2", half_depth=15, half_width=48):
     out, out_label, _ = preprocess_case(data, label[box].astype(np.int16), spacing, (5.0, 1.2, 1.2), ["CT"],
                                         [CT_STATS], image_order=1)
     return TrainingCase.from_arrays(name, out, out_label)
+
+
+@pytest.fixture(scope="module")
+def sarcoma(shared_data):
+    """The real STS_019 CT series (InputCase with slices) and its RTSTRUCT GTV rasterised on it."""
+    from diffumamba.dicom.rtstruct import rasterise, read_rtstruct
+    from diffumamba.dicom.series import choose_series, read_pixels, scan_folder, sorted_slices
+    from diffumamba.inference.inputs import InputCase
+
+    folder = shared_data / "sts_sarcoma_ibsi" / "STS_019" / "ct_dicom"
+    info = choose_series(scan_folder(folder / "image"))
+    slices = sorted_slices(info, modalities=("CT",))
+    case = InputCase("ct", read_pixels(slices), "CT", slices)
+    structure_set = read_rtstruct(folder / "rtstruct" / "RS.dcm")
+    return folder, case, rasterise(structure_set.rois, case.image).astype(np.uint8)

@@ -163,8 +163,8 @@ def test_an_roi_in_another_frame_of_reference_is_refused(sarcoma_copy, other_fra
 
 def test_the_prior_gtv_reader_refuses_an_roi_in_another_frame(sarcoma_copy, other_frame_rtstruct):
     from diffumamba.inference.inputs import find_inputs
-    from diffumamba.propagation.prior_mask import read_prior_mask
+    from diffumamba.mask_io import read_mask
 
     ((_, load),) = find_inputs([sarcoma_copy / "image"], None)
     with pytest.raises(ValueError, match="is in frame of reference 1.2.826.0.1.3680043.8.498.1"):
-        read_prior_mask(other_frame_rtstruct, load())
+        read_mask(other_frame_rtstruct, load())

@@ -43,7 +43,7 @@ def test_one_click_in_a_real_tumour_grows_it_as_the_benchmarks_baseline_does(lun
     from diffumamba.correction.request import grid_clicks, parse_request
     from diffumamba.evaluation.metrics import dice
     from diffumamba.inference.inputs import InputCase
-    from diffumamba.propagation.prior_mask import read_prior_mask
+    from diffumamba.mask_io import read_mask
 
     ct, gtv, image, clicks = lung2
     out = tmp_path / "grown.nii.gz"
@@ -73,7 +73,7 @@ def test_one_click_in_a_real_tumour_grows_it_as_the_benchmarks_baseline_does(lun
     import slicerio
 
     assert [s["name"] for s in slicerio.read_segmentation(str(segmentation))["segments"]] == ["GTV"]
-    assert np.array_equal(read_prior_mask(segmentation, InputCase("lung2", image), what="grown") > 0, expected)
+    assert np.array_equal(read_mask(segmentation, InputCase("lung2", image), what="grown") > 0, expected)
 
 
 def test_refusals_say_one_line_and_write_nothing(lung2, tmp_path, capsys):

@@ -47,3 +47,83 @@ def test_the_package_never_imports_nnunet_or_the_gui():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             for name in names:
                 assert name.split(".")[0] not in banned, f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+LIB = PACKAGE.parents[1] / "DiffUMambaSeg" / "DiffUMambaSegLib"
+
+
+def module_names(root: Path) -> dict:
+    """Dotted module name -> file, for every file of the package at ``root``."""
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imported_modules(name: str, path: Path, known: dict) -> set:
+    """The package's modules ``name`` imports, at any depth of the file, with the packages whose ``__init__`` an
+    import runs first (its own ancestors excepted)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module or ""
+            for alias in node.names:
+                found |= {f"{base}.{alias.name}"} & set(known) or ({base} & set(known))
+    for target in list(found):
+        parts = target.split(".")
+        found |= {".".join(parts[:i]) for i in range(1, len(parts))
+                  if ".".join(parts[:i]) in known and not name.startswith(".".join(parts[:i]))}
+    return found - {name}
+
+
+def import_cycles(root: Path) -> list:
+    """The groups of modules that import each other, directly or through others (strongly connected components
+    of more than one module, Tarjan's algorithm)."""
+    known = module_names(root)
+    graph = {name: imported_modules(name, path, known) for name, path in known.items()}
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_file_imports_a_file_that_imports_it():
+    """Issue 34: the package and the module's Lib read top-down; a name shared by two files lives in a lower one."""
+    for root in (PACKAGE, LIB):
+        assert import_cycles(root) == [], root.name
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_third_file(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import x\n")
+    (package / "b.py").write_text("def f():\n    from . import c\nx = 1\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    (package / "d.py").write_text("from .a import x\n")
+    assert import_cycles(package) == [["pkg.a", "pkg.b", "pkg.c"]]

@@ -18,7 +18,8 @@ from diffumamba.data.plan import make_plan
 from diffumamba.nets.config import NetworkConfig
 from diffumamba.training.sampling import PatchSampler, TrainingCase
 from diffumamba.training.splits import case_groups, kfold_splits, load_or_create_splits
-from diffumamba.training.trainer import Trainer, TrainSettings, case_weights
+from diffumamba.training.sampling import case_weights
+from diffumamba.training.trainer import Trainer, TrainSettings
 
 CROPS = {"LIDC-IDRI-0003": (2, 3), "LIDC-IDRI-0005": (1, 2), "LIDC-IDRI-0008": (1, 2)}    # patient: nodules
 
@@ -182,8 +183,8 @@ def test_a_case_weight_matching_only_one_side_of_a_split_is_not_an_error(tmp_pat
     settings = TrainSettings(epochs=1, iterations_per_epoch=1, device="cpu", case_weights={"^lung": 5.0})
     cases = [tiny_case("lung1"), tiny_case("LIDC-IDRI-0001_n1")]
     trainer = Trainer(config, cases, [], tmp_path, settings, batch_size=2)
-    assert list(trainer.make_sampler(cases[1:], seed=0).p) == [1.0]
-    assert list(trainer.make_sampler(cases, seed=0).p) == pytest.approx([5 / 6, 1 / 6])
+    assert list(trainer.batches.make_sampler(cases[1:], seed=0).p) == [1.0]
+    assert list(trainer.batches.make_sampler(cases, seed=0).p) == pytest.approx([5 / 6, 1 / 6])
     with pytest.raises(ValueError, match="matches no training case"):
         Trainer(config, cases[1:], [], tmp_path / "b", settings, batch_size=2)
 

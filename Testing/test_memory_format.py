@@ -33,7 +33,7 @@ def test_channels_last_training_matches_contiguous_on_a_real_ct(shared_data, tmp
     fast = Trainer(config, [case], [], tmp_path / "last", settings, meta=meta)
     assert fast.memory_format == torch.channels_last_3d
     assert fast.network.encoder.stem[0].conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
-    images, _ = fast.draw(fast.make_sampler(fast.train_cases, fast._epoch_randomness(0)))
+    images, _ = fast.batches.draw(fast.batches.make_sampler(fast.train_cases, fast._epoch_randomness(0)))
     assert images.is_contiguous(memory_format=torch.channels_last_3d)
     fast_rows = Trainer(config, [case], [], tmp_path / "last", settings, meta=meta).fit(progress=False)
 

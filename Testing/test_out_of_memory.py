@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffumamba.cli import describe, is_user_error
+from diffumamba.user_errors import describe, is_user_error
 
 
 def test_the_cpu_allocators_failure_is_described_in_one_line():

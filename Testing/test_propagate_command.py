@@ -1,6 +1,6 @@
 """``diffumamba propagate`` and ``convert longitudinal|simulate`` end to end: real brain pairs, a real DICOM CT
-with its RTSTRUCT, a tiny propagation model trained on simulated pairs, prior GTVs in every format, and
-refusals that leave no output behind."""
+with its RTSTRUCT, a tiny propagation model trained on simulated pairs, and refusals that leave no output behind
+(prior GTVs in every format: test_mask_io.py)."""
 
 import json
 
@@ -12,14 +12,6 @@ import SimpleITK as sitk
 from conftest import train_tiny
 from diffumamba.cli import main
 from diffumamba.dicom.rtstruct import rasterise, read_rtstruct
-from diffumamba.dicom.seg import write_seg
-from diffumamba.dicom.series import choose_series, scan_folder, sorted_slices
-from diffumamba.inference.inputs import InputCase
-from diffumamba.inference.seg_nrrd import write_seg_nrrd
-from diffumamba.propagation.prior_mask import read_prior_mask
-
-COLORS = {1: (255, 0, 0), 2: (0, 128, 255)}
-
 
 def dice(a, b):
     a, b = np.asarray(a) > 0, np.asarray(b) > 0
@@ -28,19 +20,6 @@ def dice(a, b):
 
 def array(path):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-@pytest.fixture(scope="module")
-def sarcoma(shared_data):
-    """The real STS_019 CT series (InputCase with slices) and its RTSTRUCT GTV rasterised on it."""
-    folder = shared_data / "sts_sarcoma_ibsi" / "STS_019" / "ct_dicom"
-    info = choose_series(scan_folder(folder / "image"))
-    slices = sorted_slices(info, modalities=("CT",))
-    from diffumamba.dicom.series import read_pixels
-
-    case = InputCase("ct", read_pixels(slices), "CT", slices)
-    structure_set = read_rtstruct(folder / "rtstruct" / "RS.dcm")
-    return folder, case, rasterise(structure_set.rois, case.image).astype(np.uint8)
 
 
 def test_registration_only_on_a_real_brain_pair(shared_data, tmp_path, capsys):
@@ -110,46 +89,6 @@ def test_dicom_prior_with_rtstruct_gives_rtstruct_and_seg_on_the_current_series(
     assert dice(back, labels) > 0.97
     seg = pydicom.dcmread(out / "image_seg.dcm")
     assert seg.Modality == "SEG" and seg.FrameOfReferenceUID == case.slices[0].FrameOfReferenceUID
-
-
-def test_prior_gtv_formats_agree(sarcoma, tmp_path):
-    folder, case, gtv = sarcoma
-    from_rtstruct = read_prior_mask(folder / "rtstruct" / "RS.dcm", case)
-    assert np.array_equal(from_rtstruct, gtv)
-    write_seg(gtv, {1: "GTV"}, case.slices, tmp_path / "seg.dcm")
-    assert np.array_equal(read_prior_mask(tmp_path / "seg.dcm", case), gtv)
-    write_seg_nrrd(gtv, {1: "GTV", 2: "Lung"}, case.image, tmp_path / "gtv.seg.nrrd", COLORS)
-    assert np.array_equal(read_prior_mask(tmp_path / "gtv.seg.nrrd", case), gtv)
-    # A label map on a cropped grid of the same space is put back on the prior grid.
-    where = np.argwhere(gtv)
-    low, high = where.min(0) - 2, where.max(0) + 3
-    crop = sitk.RegionOfInterest(_on_grid(gtv * 3, case.image), [int(v) for v in (high - low)[::-1]],
-                                 [int(v) for v in low[::-1]])
-    sitk.WriteImage(crop, str(tmp_path / "crop.nrrd"))
-    assert np.array_equal(read_prior_mask(tmp_path / "crop.nrrd", case, label=3), gtv)
-    with pytest.raises(ValueError, match="has no voxel of label 1; it has \\[0, 3\\]"):
-        read_prior_mask(tmp_path / "crop.nrrd", case, label=1)
-    with pytest.raises(ValueError, match="prior GTV from .* is empty on its scan's grid"):
-        read_prior_mask(tmp_path / "gtv.seg.nrrd", case, roi="lung")    # a segment that holds no voxel
-    with pytest.raises(ValueError, match="no structure matches 'PTV' in RS.dcm; it has: GTV_Mass_CT"):
-        read_prior_mask(folder / "rtstruct" / "RS.dcm", case, roi="PTV")
-    with pytest.raises(ValueError, match="give the prior scan as its DICOM series folder"):
-        read_prior_mask(folder / "rtstruct" / "RS.dcm", InputCase("ct", case.image))
-
-
-def _on_grid(values, reference):
-    image = sitk.GetImageFromArray(values.astype(np.uint8))
-    image.CopyInformation(reference)
-    return image
-
-
-def test_exact_roi_name_is_chosen_over_the_pattern(sarcoma, tmp_path):
-    _, case, gtv = sarcoma
-    lung = np.zeros_like(gtv)
-    lung[:, :10, :10] = 1
-    write_seg_nrrd(gtv + 2 * lung, {1: "GTV", 2: "Lung"}, case.image, tmp_path / "two.seg.nrrd", COLORS)
-    assert np.array_equal(read_prior_mask(tmp_path / "two.seg.nrrd", case, roi="lung"), lung)
-    assert np.array_equal(read_prior_mask(tmp_path / "two.seg.nrrd", case), gtv)   # default: names like GTV*
 
 
 def bad_options(tmp_path, shared_data):

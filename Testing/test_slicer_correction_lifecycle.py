@@ -46,14 +46,14 @@ class ScriptedWorker(test_slicer_correction_logic.ScriptedWorker):
         self.sent.append(request)
 
     def answer(self, error=None):
-        from diffumamba.propagation.prior_mask import _on_grid
+        from diffumamba.mask_io import mask_on_grid
 
         request = self.sent[-1]
         if error:
             self._replies.append({"id": request["id"], "ok": False, "error": error})
             return None
         image = sitk.ReadImage(request["image"])
-        current = (_on_grid(sitk.ReadImage(request["mask"]), image, "mask") if "mask" in request
+        current = (mask_on_grid(sitk.ReadImage(request["mask"]), image, "mask") if "mask" in request
                    else np.zeros(SHAPE, bool)).astype(np.uint8)
         result = current.copy()
         result[:, 1 + len(request["clicks"]), 2:12] = 1         # a plane of voxels per click: each answer differs

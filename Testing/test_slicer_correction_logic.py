@@ -136,14 +136,14 @@ class ScriptedWorker:
 
 
 def sent_mask(request):
-    """The request's mask on its image's grid, as the worker reads it (``prior_mask.read_prior_mask``: a mask on
+    """The request's mask on its image's grid, as the worker reads it (``mask_io.read_mask``: a mask on
     another grid, here the segment cropped to its voxels, is resampled nearest-neighbour; none: empty)."""
-    from diffumamba.propagation.prior_mask import _on_grid
+    from diffumamba.mask_io import mask_on_grid
 
     image = sitk.ReadImage(request["image"])
     if "mask" not in request:
         return np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
-    return _on_grid(sitk.ReadImage(request["mask"]), image, "mask").astype(np.uint8)
+    return mask_on_grid(sitk.ReadImage(request["mask"]), image, "mask").astype(np.uint8)
 
 
 @pytest.fixture

@@ -130,13 +130,13 @@ def test_trainer_draws_patches_from_the_enlarged_box(shared_data, tmp_path):
                            n_blocks_per_stage_decoder=[1, 1], patch_size=[8, 32, 32])
     trainer = Trainer(config, [case], [], tmp_path, TrainSettings(device="cpu", validate_every=0),
                       meta={"labels": {"background": 0, "GTV": 1}})
-    assert trainer.spatial_plan.in_plane and trainer.spatial_plan.sampling_size == (8, 38, 38)
+    assert trainer.batches.spatial_plan.in_plane and trainer.batches.spatial_plan.sampling_size == (8, 38, 38)
     seed = trainer._epoch_randomness(0)
-    sampler = trainer.make_sampler(trainer.train_cases, seed)
+    sampler = trainer.batches.make_sampler(trainer.train_cases, seed)
     assert sampler.sampling_size == (8, 38, 38)
-    images, labels = trainer.draw(sampler)
+    images, labels = trainer.batches.draw(sampler)
     assert images.shape == (2, 1, 8, 32, 32) and labels.shape == (2, 1, 8, 32, 32)
-    assert trainer.make_sampler(trainer.train_cases, seed, for_draw=False).sampling_size == (8, 32, 32)
+    assert trainer.batches.make_sampler(trainer.train_cases, seed, for_draw=False).sampling_size == (8, 32, 32)
     legacy = Trainer(config, [case], [], tmp_path / "b", TrainSettings(device="cpu", spatial_augmentation="in-patch"))
-    assert legacy.spatial_plan is None
-    assert legacy.make_sampler(legacy.train_cases, 0).sampling_size == (8, 32, 32)
+    assert legacy.batches.spatial_plan is None
+    assert legacy.batches.make_sampler(legacy.train_cases, 0).sampling_size == (8, 32, 32)

@@ -78,7 +78,7 @@ def confidence_on_the_grown_shell(trainer, clean):
 
     dale = trainer.method
     grown = next(case for case in trainer.train_cases if case.name == "lung2_grown")
-    sampler = trainer.make_sampler([grown], 0, for_draw=False)
+    sampler = trainer.batches.make_sampler([grown], 0, for_draw=False)
     centre = np.argwhere(clean.label > 0).mean(0).astype(int)
     start = [int(c - p // 2) for c, p in zip(centre, trainer.config.patch_size)]
     image, label = sampler.crop(grown, start)

@@ -34,7 +34,8 @@ def patient_rows(pred_folder: Path, ref_folder: Path, images: Path | None = None
                  ) -> list[dict]:
     """Per-patient rows; with ``rule`` the prediction is first filtered (``inference/lesion_filter``) using the
     patient's CT from ``images`` (``CASE_0000.nii.gz``)."""
-    from diffumamba.evaluation.images import case_id, check_same_grid, read_label_map
+    from diffumamba.evaluation.images import case_id, check_same_grid
+    from diffumamba.mask_io import read_label_map
     from diffumamba.evaluation.lesions import false_positive_ml, lesion_detection, pieces
     from diffumamba.evaluation.metrics import label_metrics
 

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from diffumamba.inference.inputs import find_inputs
-from diffumamba.propagation.prior_mask import read_prior_mask
+from diffumamba.mask_io import read_mask
 from diffumamba.propagation.registration import (RegistrationSettings, _coarse, _focus_region, _method, body_mask,
                                                  looks_like_ct, register)
 from diffumamba.propagation.simulate import simulate_followup
@@ -36,7 +36,7 @@ DATA = Path(os.environ.get("DIFFUMAMBA_SHARED_DATA", REPO.parent / "shared" / "d
 def case(image: Path, gtv: Path):
     """(image, GTV mask image on its grid) from any input predict/propagate accept."""
     loaded = find_inputs([image])[0][1]()
-    mask = sitk.GetImageFromArray(read_prior_mask(gtv, loaded))
+    mask = sitk.GetImageFromArray(read_mask(gtv, loaded, what="prior GTV"))
     mask.CopyInformation(loaded.image)
     return loaded.image, mask
 

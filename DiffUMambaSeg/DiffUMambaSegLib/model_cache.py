@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from .catalog import CatalogError, ModelEntry, _name_problem, resolve_url
+from .model_entry import CatalogError, ModelEntry, name_problem, resolve_url
 from .environment import package_dir
 
 __all__ = ["ModelFileError", "ChecksumError", "DownloadCancelled", "CacheWriteError", "ModelCache", "sha256_of",
@@ -130,7 +130,7 @@ class ModelCache:
         """``root/<id>-<version>``; an id or version that is not a plain name, or a folder that would lie
         outside ``root``, raises CatalogError (an entry may be made without ``load_catalog``)."""
         for key in ("id", "version"):
-            problem = _name_problem(key, getattr(entry, key))
+            problem = name_problem(key, getattr(entry, key))
             if problem:
                 raise CatalogError(f"model {entry.name!r}: {problem}")
         return _inside(self.root, self.root / f"{entry.id}-{entry.version}")

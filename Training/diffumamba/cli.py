@@ -8,64 +8,13 @@ is a bug and keeps its traceback. ``--debug`` shows the traceback of every error
 from __future__ import annotations
 
 import argparse
-import errno
 import os
-import re
 import sys
 import traceback
 
 from .commands import (convert, correct, demo, evaluate, experiment, export, grow_from_seeds, import_nnunet, info,
                        network, package, predict, preprocess, propagate, serve, train)
-from .files import OutputError
-
-
-class UserError(Exception):
-    """A problem with the user's input, reported without a traceback."""
-
-
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-               FileExistsError, MemoryError, OutputError)
-USER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
-               errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_ERRNO_HINTS = {errno.ENOSPC: "free some space or write elsewhere", errno.EROFS: "the file system is read-only; "
-                "write elsewhere", errno.EACCES: "check its permissions or write elsewhere", errno.EPERM:
-                "check its permissions or write elsewhere", errno.EEXIST: "remove it or choose another name",
-                errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
-                errno.EISDIR: "it is a folder; give a file", errno.EFBIG: "the file size limit (ulimit -f) was reached"}
-
-
-# PyTorch's CPU allocator reports a failed allocation as a plain RuntimeError; only its own message tells it from a
-# bug, so only that message is matched.
-_CPU_ALLOCATOR_FAILED = re.compile(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes")
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"     # torch.cuda.OutOfMemoryError
-            or (isinstance(err, RuntimeError) and _CPU_ALLOCATOR_FAILED.search(str(err)) is not None))
-
-
-def is_user_error(err: BaseException) -> bool:
-    """Whether ``err`` is the user's to fix (one error line) rather than a bug (a traceback)."""
-    if isinstance(err, USER_ERRORS) or _out_of_memory(err):
-        return True
-    return isinstance(err, OSError) and err.errno in USER_ERRNOS
-
-
-def describe(err: BaseException) -> str:
-    """One line for a user error: OSErrors name their file and say what to do."""
-    if _out_of_memory(err):
-        allocation = _CPU_ALLOCATOR_FAILED.search(str(err))
-        if allocation:
-            size = int(allocation.group(1))
-            reason = f"could not allocate {size / 1e9:,.1f} GB" if size >= 1e8 else f"could not allocate {size:,} bytes"
-        else:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
-        return f"{reason}: not enough memory; close other programs, use smaller images or another --device"
-    if isinstance(err, OSError) and not isinstance(err, OutputError) and err.strerror:
-        names = " -> ".join(str(n) for n in (err.filename, err.filename2) if n is not None) or "a file"
-        hint = _ERRNO_HINTS.get(err.errno)
-        return f"{names}: {err.strerror}" + (f"; {hint}" if hint else "")
-    return str(err)
+from .user_errors import describe, is_user_error
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -168,7 +168,7 @@ def _pair_cases(args, report):
     """Cases, channel names, label names and task of 'convert pairs'."""
     from ..convert.pairs import PairPattern, find_pairs
     from ..convert.run import SourceCase
-    from ..evaluation.images import read_label_map
+    from ..mask_io import read_label_map
 
     patterns = []
     for items in args.pair:

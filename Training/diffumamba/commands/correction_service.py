@@ -64,7 +64,7 @@ class MaskService(ABC):
         (volume, changed voxels, seconds). The output file is locked from the first read to the verified write."""
         from ..correction.request import drawn_slices, grid_clicks
         from ..files import file_lock
-        from ..propagation.prior_mask import read_prior_mask
+        from ..mask_io import read_mask
 
         if job.request.fixed_slices and not self.takes_fixed_slices:
             raise ValueError(f"{source}: {self.what} takes clicks only, not 'fixed_slices' (slices drawn by hand "
@@ -72,7 +72,7 @@ class MaskService(ABC):
         started = time.perf_counter()
         with file_lock(job.output, "output file"):
             case, array, spacing = self.image(job.image)
-            current = (read_prior_mask(job.mask, case, what="current mask", allow_empty=True, binary=True).astype(bool)
+            current = (read_mask(job.mask, case, what="current mask", allow_empty=True, binary=True).astype(bool)
                        if job.mask else np.zeros(array.shape[1:], bool))
             clicks = grid_clicks(job.request, case.image, source)
             drawn = drawn_slices(current, job.request.fixed_slices, source)

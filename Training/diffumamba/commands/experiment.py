@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..nets import NETWORK_NAMES
-from .preprocess import add_plan_arguments
+from .plan_options import add_plan_arguments, prepare_from_args
 from .progress_option import shows_bars
 from .train import add_training_arguments
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment.statistics import compare, markdown_table
     from ..files import atomic_write_text
     from ..training.splits import case_groups
-    from .train import prepare_from_args, set_threads, training_settings
+    from .train import set_threads, training_settings
 
     set_threads(args.threads)
     if args.table_only:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _on_grid(path: Path, case):
-    from ..evaluation.images import read_label_map
+    from ..mask_io import read_label_map
     from ..geometry import grid_differences
 
     image, labels = read_label_map(path)

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if created and not any(args.out.iterdir()):
             args.out.rmdir()                         # nothing written: leave no empty folder behind
     if failed:
-        from ..cli import UserError
+        from ..user_errors import UserError
 
         others = f"; the other cases were written to {args.out}" if len(failed) < len(cases) else ""
         raise UserError(f"{len(failed)} of {len(cases)} case(s) failed: {', '.join(failed)} (reasons above){others}")
@@ -101,7 +101,7 @@ def check_outputs(args: argparse.Namespace, names: list[str]) -> None:
 
 def _folder_error(folder: Path, err: OSError) -> OSError:
     """mkdir's errors name the deepest folder; say which --out could not be made and why."""
-    from ..cli import describe
+    from ..user_errors import describe
     from ..files import OutputError
 
     return OutputError(err.errno, f"cannot create --out {folder}: {describe(err)}")
@@ -109,7 +109,7 @@ def _folder_error(folder: Path, err: OSError) -> OSError:
 
 def _predict_cases(args: argparse.Namespace, ensemble, cases) -> list[str]:
     """Segment and write every case; a user error or lack of memory fails that case only. Returns the failed."""
-    from ..cli import describe, is_user_error
+    from ..user_errors import describe, is_user_error
     from ..inference.lung_box import lung_box
     from ..inference.outputs import write_prediction
     from ..inference.predictor import predict_in_box

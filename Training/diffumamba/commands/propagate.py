@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.models import check_overlap, load_ensemble
     from ..inference.progress import make_progress
     from ..propagation.pipeline import is_propagation_plan, propagate
-    from ..propagation.prior_mask import read_prior_mask
+    from ..mask_io import read_mask
     from ..propagation.registration import looks_like_ct
 
     settings = registration_settings(args)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("DICOM SEG and RTSTRUCT outputs need the current scan as a DICOM series")
     if not args.different_patients:
         check_same_patient(prior, current, args.prior, args.current)
-    prior_mask = read_prior_mask(args.prior_gtv, prior, args.prior_roi, args.prior_label)
+    prior_mask = read_mask(args.prior_gtv, prior, args.prior_roi, args.prior_label, what="prior GTV")
     planned = _planned_outputs(args, current.name)  # checked before registering: a refusal then costs nothing
 
     progress = make_progress(args.progress)

@@ -63,7 +63,7 @@ def handle(service, line: str) -> dict:
     """The reply to one request line; every user error becomes ``{"ok": false, "error": ...}``.
 
     The line is validated into a typed ``CorrectJob`` before any work (``correction.request``)."""
-    from ..cli import describe, is_user_error
+    from ..user_errors import describe, is_user_error
     from ..correction.request import decode_json, parse_job
 
     request_id = None

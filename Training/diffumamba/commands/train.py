@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .preprocess import add_plan_arguments
+from .plan_options import add_plan_arguments, prepare_from_args
 from .progress_option import shows_bars
 
 
@@ -173,20 +173,6 @@ def parse_case_weights(items) -> dict:
             raise ValueError(f"--case-weight {pattern} {factor}: the factor must be a positive number")
         weights[pattern] = value
     return weights
-
-
-def prepare_from_args(args: argparse.Namespace, network: str):
-    """Plan and preprocess from the plan options; explicit options override the preset's choices."""
-    from ..data.pipeline import prepare
-    from ..data.plan import PRESETS, Preset
-
-    preset = PRESETS[args.preset] if args.preset else Preset()
-    features = args.features or preset.features or (32, 320)
-    return prepare(args.dataset, args.out, network, args.memory_gb, args.max_patch or preset.max_patch,
-                   amp=not args.no_amp, base_features=features[0], max_features=features[1],
-                   target_spacing=args.spacing or preset.target_spacing, inference=preset.inference,
-                   task=getattr(args, "task", "auto"), patch_size=getattr(args, "patch", None),
-                   show_progress=shows_bars(args))
 
 
 # What a training run writes into its folder (``--overwrite`` removes them before starting again).

@@ -119,7 +119,7 @@ def read_host(path: Path, avoid: Optional[Path] = None):
     map on its grid or a ``boxes.json``."""
     import SimpleITK as sitk
 
-    from ..evaluation.images import read_label_map
+    from ..mask_io import read_label_map
     from ..imageio import read_scalar_image
 
     path = Path(path)

@@ -47,7 +47,7 @@ def registered_case(current, current_label, prior, prior_label, settings: Regist
 def longitudinal_cases(source: Path, patterns: tuple[str, str, str, str], name: str, settings: RegistrationSettings,
                        both_directions: bool = False) -> tuple[list[SourceCase], list[tuple[str, str]]]:
     """Cases from files matched by (prior image, prior label, current image, current label) patterns."""
-    from ..evaluation.images import read_label_map
+    from ..mask_io import read_label_map
     from ..imageio import read_scalar_image
     from .pairs import PairPattern, find_pairs
 

@@ -1,15 +1,14 @@
-"""Reading label maps and checking that a prediction lies on its reference's grid."""
+"""Which files are cases, and checking that a prediction lies on its reference's grid (label maps are read by
+``mask_io.read_label_map``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..geometry import grid_differences
-from ..imageio import IMAGE_SUFFIXES, read_scalar_image
+from ..imageio import IMAGE_SUFFIXES
 
-__all__ = ["IMAGE_SUFFIXES", "case_id", "read_label_map", "check_same_grid"]
+__all__ = ["IMAGE_SUFFIXES", "case_id", "check_same_grid"]
 
 
 
@@ -25,19 +24,6 @@ def case_id(path: Path) -> str | None:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return None
-
-
-def read_label_map(path: Path):
-    """Read an integer label map with SimpleITK; a clear error for unreadable or non-integer files."""
-    import SimpleITK as sitk
-
-    image = read_scalar_image(path, "expected a single-component label map")
-    array = sitk.GetArrayFromImage(image)
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.equal(np.mod(array, 1), 0)):
-            raise ValueError(f"{path} holds non-integer values; expected a label map")
-        array = array.astype(np.int32)
-    return image, array
 
 
 def check_same_grid(pred, ref, pred_path: Path, ref_path: Path) -> None:

@@ -12,7 +12,8 @@ from typing import Iterable, Mapping, Optional
 import numpy as np
 
 from ..files import atomic_write_bytes, atomic_write_text
-from .images import IMAGE_SUFFIXES, case_id, check_same_grid, read_label_map
+from ..mask_io import read_label_map
+from .images import IMAGE_SUFFIXES, case_id, check_same_grid
 from .metrics import METRIC_NAMES, label_metrics
 
 __all__ = ["pair_cases", "evaluate_folders", "summarise", "write_reports"]

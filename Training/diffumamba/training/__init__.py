@@ -1,1 +1,2 @@
-"""Training of the segmentation networks (losses so far; the trainer comes with issue 3)."""
+"""Training: the trainer, its batches and sampling, augmentation, losses, checkpoints and the methods (supervised, DALE,
+Diff-CL)."""

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["TrainingCase", "PatchSampler"]
+__all__ = ["TrainingCase", "PatchSampler", "case_weights"]
 
 MAX_LOCATIONS = 10_000
 
@@ -149,3 +149,20 @@ class PatchSampler:
         data[(slice(None), *target)] = case.data[(slice(None), *source)]
         label[target] = case.label[source]
         return data, label
+
+
+def case_weights(names: Sequence[str], factors: dict, require_match: bool = True) -> Optional[list[float]]:
+    """Each case's drawing weight: the product of the factors whose regex it matches (``--case-weight``);
+    ``require_match``: a regex that matches none of ``names`` is an error."""
+    if not factors:
+        return None
+    import re
+
+    weights = [1.0] * len(names)
+    for pattern, factor in factors.items():
+        matched = [i for i, name in enumerate(names) if re.search(pattern, name)]
+        if not matched and require_match:
+            raise ValueError(f"--case-weight {pattern!r} matches no training case")
+        for i in matched:
+            weights[i] *= float(factor)
+    return weights

@@ -32,13 +32,12 @@ import torch
 
 from ..devices import convolution_memory_format, resolve_device
 from ..nets import NetworkConfig, build_network
-from .prior_augmentation import perturb_prior
-from .augmentation import training_transforms
 from ..checkpoint import load_checkpoint, load_method_tensors, save_checkpoint
 from ..data.dataset import nonfinite_count
 from .losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
 from .methods import build_method
-from .sampling import PatchSampler, TrainingCase
+from .batches import TrainingBatches
+from .sampling import TrainingCase, case_weights
 
 __all__ = ["TrainSettings", "Trainer", "NonFiniteLossError", "default_learning_rate", "parameter_groups"]
 
@@ -133,13 +132,8 @@ class Trainer:
                                          momentum=settings.momentum, nesterov=True, weight_decay=settings.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
         self.start_epoch, self.best_dice = 0, -1.0
-        self._prior_rng, self._click_rng, self._transforms = None, None, None
-        self.batch_cases: list[str] = []      # the cases drawn for the current step (named when its loss is NaN)
-        self.spatial_plan = None
-        if settings.augment and settings.spatial_augmentation != "in-patch":
-            from .spatial_augmentation import spatial_plan
-
-            self.spatial_plan = spatial_plan(config.patch_size)
+        self.batches = TrainingBatches(settings, config.patch_size, batch_size, self.device, self.memory_format,
+                                       self.network, self.grid_spacing)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser trains: the network and the method's own modules."""
@@ -288,27 +282,12 @@ class Trainer:
         samplers derive theirs from."""
         seed = (self.settings.seed * 100_003 + epoch) * 1_009 + self.rank
         torch.manual_seed(seed)
-        prior = self.settings.task == "propagation"
-        self._transforms = training_transforms(self.config.spatial_dims, self.settings.elastic, seed=seed,
-                                               prior_key=prior, plan=self.spatial_plan) if self.settings.augment else None
-        self._prior_rng = np.random.default_rng(seed + 7) if prior else None
-        self._click_rng = np.random.default_rng(seed + 11) if self.settings.task == "correction" else None
+        self.batches.reseed(seed)
         return seed
-
-    def make_sampler(self, cases: Sequence[TrainingCase], seed: int, oversample: Optional[float] = None,
-                     for_draw: bool = True) -> PatchSampler:
-        """A sampler for ``draw`` (its patches carry the augmentation's margin), or with ``for_draw=False`` one whose
-        ``crop`` gives plain patches."""
-        margin = self.spatial_plan.margin if for_draw and self.spatial_plan is not None else None
-        return PatchSampler(cases, self.config.patch_size, self.batch_size,
-                            self.settings.oversample_foreground if oversample is None else oversample, seed=seed,
-                            margin=margin, weights=case_weights([c.name for c in cases], self.settings.case_weights,
-                                                                require_match=False),
-                            hard_negative=self.settings.hard_negative, in_region=self.settings.lung_region)
 
     def _step(self, epoch: int = 0, index: int = 0) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
-        self.batch_cases = []
+        self.batches.drawn = []
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             loss, scalars = self.method.loss()
         self._check_finite_loss(loss, epoch, index)
@@ -338,7 +317,7 @@ class Trainer:
     def _batch_report(self) -> str:
         """Which cases this process's batch came from, and which of them hold NaN/Inf in their (cached) data: where
         to look first, among hundreds of cases, when the loss turns NaN."""
-        names = list(dict.fromkeys(self.batch_cases))
+        names = list(dict.fromkeys(self.batches.drawn))
         if not names:
             return ""
         report = f"the batch held case(s) {', '.join(names)}; "
@@ -367,31 +346,6 @@ class Trainer:
         bucket /= self.world_size
         for parameter, grad in zip(parameters, _unflatten_dense_tensors(bucket, grads)):
             parameter.grad = grad
-
-    def draw(self, sampler: PatchSampler) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch on the device: images (B, C, *patch) float, labels (B, 1, *patch) long."""
-        data, label = sampler.batch()
-        self.batch_cases.extend(sampler.drawn)
-        images, labels = torch.from_numpy(data), torch.from_numpy(label)
-        prior, transforms = self._prior_rng is not None, self._transforms
-        if transforms is not None:
-            # The prior GTV channel moves with the anatomy but gets no intensity augmentation.
-            items = [transforms({"image": images[i, :-1], "prior": images[i, -1:], "label": labels[i]} if prior
-                                else {"image": images[i], "label": labels[i]}) for i in range(len(images))]
-            images = torch.stack([torch.cat([torch.as_tensor(item["image"]), torch.as_tensor(item["prior"])])
-                                  if prior else torch.as_tensor(item["image"]) for item in items])
-            labels = torch.stack([torch.as_tensor(item["label"]) for item in items])
-        if prior:
-            images = perturb_prior(images.float(), self._prior_rng, self.settings.prior_dropout,
-                                   self.settings.prior_perturb)
-        images, labels = images.float().to(self.device), labels.round().long().to(self.device)
-        if self._click_rng is not None:
-            from .click_simulation import ClickSimulation, correction_batch
-
-            labels = (labels > 0).long()
-            images, labels = correction_batch(images, labels, self.network, self._click_rng, self.grid_spacing,
-                                              ClickSimulation(**self.settings.method_options.get("correction", {})))
-        return images.contiguous(memory_format=self.memory_format), labels
 
     @property
     def grid_spacing(self) -> list[float]:
@@ -436,23 +390,6 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-
-
-def case_weights(names: Sequence[str], factors: dict, require_match: bool = True) -> Optional[list[float]]:
-    """Each case's drawing weight: the product of the factors whose regex it matches (``--case-weight``);
-    ``require_match``: a regex that matches none of ``names`` is an error."""
-    if not factors:
-        return None
-    import re
-
-    weights = [1.0] * len(names)
-    for pattern, factor in factors.items():
-        matched = [i for i, name in enumerate(names) if re.search(pattern, name)]
-        if not matched and require_match:
-            raise ValueError(f"--case-weight {pattern!r} matches no training case")
-        for i in matched:
-            weights[i] *= float(factor)
-    return weights
 
 
 def resume_mismatch(header: dict, config: dict, seed: int) -> Optional[str]:

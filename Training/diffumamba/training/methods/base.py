@@ -8,15 +8,37 @@ second network); that state travels in the ``last`` checkpoint so a killed run r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from ..batches import TrainingBatches
+from ..sampling import TrainingCase
 
-__all__ = ["TrainingMethod", "Supervised", "SupervisedHighFrequency", "with_high_frequency_stages"]
+__all__ = ["MethodHost", "TrainingMethod", "Supervised", "SupervisedHighFrequency", "with_high_frequency_stages"]
+
+
+class MethodHost(Protocol):
+    """What a method uses of the trainer that builds it (``training.trainer.Trainer``): the methods are typed by
+    this, not by the trainer's module, which imports them."""
+
+    settings: object                      # TrainSettings
+    config: object                        # the NetworkConfig it trains
+    network: nn.Module
+    model: nn.Module                      # the network, wrapped by DistributedDataParallel under torchrun
+    loss: nn.Module                       # Dice + CE with deep supervision
+    batches: TrainingBatches
+    train_cases: list[TrainingCase]
+    unlabeled_cases: list[TrainingCase]
+    device: torch.device
+    out_dir: Path
+    meta: dict
+    rank: int
+    batch_size: int
+    iteration: int
+    total_iterations: int
 
 
 class TrainingMethod:
@@ -24,7 +46,7 @@ class TrainingMethod:
 
     name = "supervised"
 
-    def __init__(self, trainer: "Trainer"):
+    def __init__(self, trainer: MethodHost):
         self.trainer = trainer
 
     @staticmethod
@@ -38,11 +60,11 @@ class TrainingMethod:
         return {}
 
     def begin_epoch(self, epoch: int, seed: int) -> None:
-        self.sampler = self.trainer.make_sampler(self.trainer.train_cases, seed)
+        self.sampler = self.trainer.batches.make_sampler(self.trainer.train_cases, seed)
 
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one step (inside the trainer's autocast) and scalars to log."""
-        images, labels = self.trainer.draw(self.sampler)
+        images, labels = self.trainer.batches.draw(self.sampler)
         return self.trainer.loss(self.trainer.model(images), labels), {}
 
     def after_step(self) -> None:

@@ -87,7 +87,7 @@ class Dale(TrainingMethod):
             fuzzy = self.phase == FUZZY
             chosen = [c for c in cases if (self.partition.get(c.name, 0.0) >= 0.5) == fuzzy]
             cases = chosen or cases          # a one-sided partition (few cases): keep training on all
-        self.sampler = self.trainer.make_sampler(cases, seed)
+        self.sampler = self.trainer.batches.make_sampler(cases, seed)
 
     # -- partition ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -96,7 +96,7 @@ class Dale(TrainingMethod):
         ``partition_patches`` patches (half centred on the lesion), after re-deriving the band's width from the
         teacher's disagreements on the same patches (``band_radius`` 0); written to ``dale_partition.json``."""
         trainer, settings = self.trainer, self.settings
-        sampler = trainer.make_sampler(trainer.train_cases, seed + 11, for_draw=False)
+        sampler = trainer.batches.make_sampler(trainer.train_cases, seed + 11, for_draw=False)
         scored = []
         for case in trainer.train_cases:
             patches = [sampler.crop(case, sampler.patch_start(case, foreground=i % 2 == 0))
@@ -130,7 +130,7 @@ class Dale(TrainingMethod):
     # -- losses ------------------------------------------------------------------------------------
     def loss(self):
         trainer = self.trainer
-        images, labels = trainer.draw(self.sampler)
+        images, labels = trainer.batches.draw(self.sampler)
         outputs = trainer.model(images)
         if self.phase == WARMUP:
             return trainer.loss(outputs, labels), {"phase": WARMUP}

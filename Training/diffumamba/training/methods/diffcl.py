@@ -80,10 +80,10 @@ class DiffCL(TrainingMethod):
         every = self.settings.pseudo_label_every
         if every > 0 and epoch > 0 and epoch % every == 0:
             self._locate_pseudo_foreground(seed)
-        self.labelled = self.trainer.make_sampler(self.trainer.train_cases, seed)
+        self.labelled = self.trainer.batches.make_sampler(self.trainer.train_cases, seed)
         # The unlabelled sampler oversamples like the labelled one, centred on CS's last pseudo-foreground (a
         # case without any yet gets a random patch: the sampler's fallback).
-        self.unlabelled = self.trainer.make_sampler(self.trainer.unlabeled_cases, seed + 1,
+        self.unlabelled = self.trainer.batches.make_sampler(self.trainer.unlabeled_cases, seed + 1,
                                                     oversample=None if every > 0 else 0.0)
 
     @torch.no_grad()
@@ -120,8 +120,8 @@ class DiffCL(TrainingMethod):
 
     def loss(self):
         trainer, settings = self.trainer, self.settings
-        images_l, labels_l = trainer.draw(self.labelled)
-        images_u, _ = trainer.draw(self.unlabelled)
+        images_l, labels_l = trainer.batches.draw(self.labelled)
+        images_u, _ = trainer.batches.draw(self.unlabelled)
         outputs_l = trainer.model(images_l)
         features_l = self.tap.features
         outputs_u = trainer.model(images_u)

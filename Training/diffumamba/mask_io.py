@@ -1,9 +1,13 @@
-"""The prior visit's GTV, from whatever the clinic has: RTSTRUCT, DICOM SEG, ``.seg.nrrd`` or a label map.
+"""Reading masks: a GTV from whatever the clinic has, and label maps, for every command alike.
 
-Whatever the source, the result is a binary mask on the prior scan's own grid (the registration moves it
-from there). Structures are chosen by name (``roi``: exact name, else a regex matching the whole name,
-case-insensitive, as ``convert dicom --roi``); a file holding a single structure needs no name. Label
-maps on another grid of the same space (e.g. cropped) are resampled by nearest neighbour.
+``read_mask``: a binary mask on a scan's grid from an RTSTRUCT, a DICOM SEG, a ``.seg.nrrd`` or a label map
+(propagation's prior GTV, the current mask of a correction, a grown segmentation). Structures are chosen by name
+(``roi``: exact name, else a regex matching the whole name, case-insensitive, as ``convert dicom --roi``); a file
+holding a single structure needs no name. Label maps on another grid of the same space (e.g. cropped) are resampled
+by nearest neighbour (``mask_on_grid``).
+
+``read_label_map``: an integer label map as it is, on its own grid (``evaluate``, ``export``, ``convert``), where
+the caller decides what another grid means.
 """
 
 from __future__ import annotations
@@ -13,13 +17,27 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["read_prior_mask", "DEFAULT_ROI"]
+from .dicom.roi_choice import DEFAULT_PATTERN as DEFAULT_ROI
+from .imageio import read_scalar_image
 
-from ..dicom.roi_choice import DEFAULT_PATTERN as DEFAULT_ROI
+__all__ = ["read_mask", "mask_on_grid", "read_label_map", "DEFAULT_ROI"]
 
 
-def read_prior_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None,
-                    what: str = "prior GTV", allow_empty: bool = False, binary: bool = False) -> np.ndarray:
+def read_label_map(path: Path):
+    """Read an integer label map with SimpleITK; a clear error for unreadable or non-integer files."""
+    import SimpleITK as sitk
+
+    image = read_scalar_image(path, "expected a single-component label map")
+    array = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise ValueError(f"{path} holds non-integer values; expected a label map")
+        array = array.astype(np.int32)
+    return image, array
+
+
+def read_mask(path: Path, prior, roi: Optional[str] = None, label: Optional[int] = None,
+                    what: str = "GTV", allow_empty: bool = False, binary: bool = False) -> np.ndarray:
     """(z, y, x) uint8 mask on the grid of ``prior`` (an ``InputCase``: its image, and its DICOM slices if any).
     ``what`` names the mask in errors; an empty mask is refused unless ``allow_empty``. A label map must hold
     labels (whole numbers >= 0: a CT given as the mask is refused, not read as "> 0"); with ``binary`` only 0 and 1,
@@ -54,7 +72,7 @@ def _dicom_modality(path: Path) -> Optional[str]:
 def _choose(names: Sequence[str], roi: Optional[str], source: str) -> list[int]:
     """Indices of the structures to use, by the one rule of ``dicom.roi_choice.choose_names``: by ``roi``, else
     the single one, else those named like a GTV."""
-    from ..dicom.roi_choice import NoMatchingStructure, choose_names
+    from .dicom.roi_choice import NoMatchingStructure, choose_names
 
     try:
         return choose_names(names, roi)
@@ -68,7 +86,7 @@ def _from_dicom(path: Path, modality: str, prior, roi: Optional[str]) -> np.ndar
         raise ValueError(f"{path.name} is a DICOM {modality}; give the prior scan as its DICOM series folder")
     frame_of_reference = str(getattr(prior.slices[0], "FrameOfReferenceUID", "")) or None
     if modality == "RTSTRUCT":
-        from ..dicom.rtstruct import rasterise, read_rtstruct
+        from .dicom.rtstruct import rasterise, read_rtstruct
 
         structure_set = read_rtstruct(path)
         if structure_set.frame_of_reference and frame_of_reference and \
@@ -81,7 +99,7 @@ def _from_dicom(path: Path, modality: str, prior, roi: Optional[str]) -> np.ndar
             raise ValueError(f"ROI {', '.join(r.name for r in chosen)} has no closed planar contours")
         return rasterise(chosen, prior.image, frame_of_reference)
     if modality == "SEG":
-        from ..dicom.seg import read_seg
+        from .dicom.seg import read_seg
 
         labels, segments = read_seg(path, prior.image, frame_of_reference)
         numbers = sorted(segments)
@@ -112,13 +130,11 @@ def _from_seg_nrrd(path: Path, reference, roi: Optional[str], what: str) -> np.n
     image.SetOrigin([float(v) for v in matrix[:3, 3]])
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection([float(v) for v in (matrix[:3, :3] / spacing).ravel()])
-    return _on_grid(image, reference, path.name, what)
+    return mask_on_grid(image, reference, path.name, what)
 
 
 def _from_label_map(path: Path, reference, label: Optional[int], what: str, binary: bool) -> np.ndarray:
     import SimpleITK as sitk
-
-    from ..imageio import read_scalar_image
 
     image = read_scalar_image(path, "expected a label map")
     array = sitk.GetArrayFromImage(image)
@@ -129,7 +145,7 @@ def _from_label_map(path: Path, reference, label: Optional[int], what: str, bina
         array = array == label
     mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
     mask.CopyInformation(image)
-    return _on_grid(mask, reference, path.name, what)
+    return mask_on_grid(mask, reference, path.name, what)
 
 
 def _check_labels(array: np.ndarray, path: Path, what: str, binary: bool) -> None:
@@ -145,11 +161,11 @@ def _check_labels(array: np.ndarray, path: Path, what: str, binary: bool) -> Non
                                                                                   " or choose a label"))
 
 
-def _on_grid(mask, reference, source: str, what: str = "prior GTV") -> np.ndarray:
+def mask_on_grid(mask, reference, source: str, what: str = "GTV") -> np.ndarray:
     """``mask`` on ``reference``'s grid: as is when the grids agree, else nearest-neighbour resampled."""
     import SimpleITK as sitk
 
-    from ..geometry import grid_differences
+    from .geometry import grid_differences
 
     if not grid_differences(mask, reference):
         return sitk.GetArrayFromImage(mask) > 0
