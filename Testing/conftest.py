@@ -44,14 +44,18 @@ def pytest_collection_modifyitems(config, items):
     first, so that two workers (``-n 2 --dist loadfile``) both start on a long one and neither ends on one."""
     slow = slow_tests()
     file_seconds: dict = {}
+    counted = set()                  # a parametrised test's entry holds all its cases' seconds: count it once
     for item in items:
         if "shared_data" in item.fixturenames:
             item.add_marker(pytest.mark.data)
         name = item.nodeid.split("[")[0]
-        if name in slow or item.nodeid in slow:
+        entry = name if name in slow else item.nodeid
+        if entry in slow:
             item.add_marker(pytest.mark.slow)
             path = item.nodeid.split("::")[0]
-            file_seconds[path] = file_seconds.get(path, 0.0) + slow.get(name, slow.get(item.nodeid, THRESHOLD_S))
+            if entry not in counted:
+                counted.add(entry)
+                file_seconds[path] = file_seconds.get(path, 0.0) + slow[entry]
     items.sort(key=lambda item: -file_seconds.get(item.nodeid.split("::")[0], 0.0))   # stable within a file
 
 
