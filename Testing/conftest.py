@@ -29,13 +29,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: took 5 s or more on the 2-core CI machine (listed in slow_tests.txt)")
 
 
+THRESHOLD_S = 5.0   # a test this slow in a full run is listed in slow_tests.txt
+
+
 def slow_tests() -> dict:
     """Test name -> seconds it took in the last measurement (``slow_tests.txt``: one "name seconds" per line)."""
     lines = SLOW_LIST.read_text().splitlines() if SLOW_LIST.is_file() else []
     return {parts[0]: float(parts[1]) if len(parts) > 1 else THRESHOLD_S for parts in map(str.split, lines) if parts}
-
-
-THRESHOLD_S = 5.0
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..geometry import bounding_box
+
 __all__ = ["Host", "PastePlacement", "body_air", "lung_mask", "paste_lesion", "lesion_radius_mm"]
 
 LUNG_HU = -400.0            # air and lung parenchyma lie below, soft tissue above
@@ -98,14 +100,15 @@ class Host:
         # border voxel is in the box; with every tumour voxel in the box, so is its nearest tumour voxel. Beyond
         # the box, outside the lungs, no candidate is ever placed.
         depth = np.zeros(lung.shape, np.float32)
-        box = _box(lung, 1)
-        if box is not None:
+        one_voxel = max(spacing)                  # a margin of at least one voxel on every axis
+        if lung.any():
+            box = bounding_box(lung, spacing, one_voxel)
             depth[box] = ndimage.distance_transform_edt(lung[box], sampling=spacing)
         far = None
         if avoid is not None and avoid.any():
             avoid = avoid.astype(bool)
             far = np.full(lung.shape, np.float32(1e6))
-            box = _box(lung | avoid, 1)
+            box = bounding_box(lung | avoid, spacing, one_voxel)
             far[box] = ndimage.distance_transform_edt(~avoid[box], sampling=spacing)
         return cls(image, name, lung, depth, far)
 
@@ -124,15 +127,6 @@ class Host:
         return {"parenchyma": np.argwhere(allowed & (self.depth_mm >= radius_mm + 3.0)),
                 "pleura": np.argwhere(allowed & (self.depth_mm >= 0.5 * radius_mm)
                                       & (self.depth_mm <= max(radius_mm, 1.5)))}
-
-
-def _box(mask: np.ndarray, margin: int) -> Optional[tuple]:
-    """The slices of ``mask``'s bounding box grown by ``margin`` voxels (clipped to the array), None when empty."""
-    where = np.argwhere(mask)
-    if not len(where):
-        return None
-    low, high = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + 1 + margin, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def _resample(image, reference, order: int, default: float):
